@@ -38,27 +38,33 @@ def info_nce(query, positives, negatives, temperature: float = 0.1, pos_mask=Non
     return loss, pairs
 
 # %% ../nbs/03_infonce.ipynb #636d0e66
-def sample_per_class(mask: torch.Tensor, max_samples: int, generator=None):
+def sample_per_class(mask: torch.Tensor, max_samples: int, generator=None, priority=None):
     """Uniform random subset of at most `max_samples` True entries per row of `mask: [C, N]`.
 
-    Returns `(index [C, k], valid [C, k])`, `k = min(max_samples, N)`; padded entries are not valid.
+    Entries of the optional `priority: [C, N]` mask (within `mask`) are all taken before any other.
+    Returns `(index [C, k], valid [C, k], prioritised [C, k])`, `k = min(max_samples, N)`; padded
+    entries are not valid.
     """
     C, N = mask.shape
     k = min(int(max_samples), N)
-    scores = torch.rand(C, N, device=mask.device, generator=generator).masked_fill_(~mask, -1.0)
-    values, index = scores.topk(k, dim=1, sorted=False)
-    return index, values >= 0
+    scores = torch.rand(C, N, device=mask.device, generator=generator)
+    if priority is not None: scores = scores + priority
+    values, index = scores.masked_fill_(~mask, -1.0).topk(k, dim=1, sorted=False)
+    return index, values >= 0, values >= 1
 
 # %% ../nbs/03_infonce.ipynb #59e7f579
 def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: float = 0.1,
-                      max_samples: int = 1024, ignore_index: int = 255, generator=None, check: bool = True):
+                      max_samples: int = 1024, fill: bool = False, ignore_index: int = 255,
+                      generator=None, check: bool = True):
     """Eq. 3–4: pixel–anchor InfoNCE at one layer.
 
     `anchors: [C, D]` (L2-normalised), `present: [C]` bool, `e: [B, D, h, w]` (L2-normalised),
     `labels: [B, H, W]` (nearest-downsampled to `(h, w)`), `negatives`: optional bool `[B, C, h, w]`,
-    the negatives of each class (default: every valid pixel of another class). At most `max_samples`
-    positives and negatives per class, drawn at random. Returns `(loss, stats)` with `stats` holding
-    tensors `positives`, `negatives` (pairs and keys used) and `anchors` (classes taking part).
+    the negatives of each class (default: every valid pixel of another class). With `fill`, the
+    given negatives are taken first and random pixels of other classes fill up to `max_samples`.
+    At most `max_samples` positives and negatives per class, drawn at random. Returns `(loss, stats)`
+    with `stats` holding tensors `positives`, `negatives` (pairs and keys used), `hard` (keys taken
+    from `negatives`) and `anchors` (classes taking part).
     """
     if e.dim() != 4: raise ValueError(f"embeddings must be [B, D, h, w], got shape {tuple(e.shape)}")
     B, D, h, w = e.shape
@@ -68,16 +74,20 @@ def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: 
     y = downsample_labels(labels, (h, w)).reshape(1, B * h * w)
     classes = torch.arange(C, device=y.device)[:, None]
     pos_mask = (y == classes) & present[:, None]                                     # [C, N]
-    if negatives is None:
-        neg_mask = (y != classes) & (y != ignore_index) & present[:, None]
-    else:
+    neg_mask = (y != classes) & (y != ignore_index) & present[:, None]
+    priority = None
+    if negatives is not None:
         if negatives.shape != (B, C, h, w):
             raise ValueError(f"negatives must be [B, C, h, w] = {(B, C, h, w)}, got {tuple(negatives.shape)}")
-        neg_mask = negatives.permute(1, 0, 2, 3).reshape(C, B * h * w) & present[:, None]
-    pos_idx, pos_valid = sample_per_class(pos_mask, max_samples, generator)
-    neg_idx, neg_valid = sample_per_class(neg_mask, max_samples, generator)
+        given = negatives.permute(1, 0, 2, 3).reshape(C, B * h * w) & present[:, None]
+        if fill: priority = given
+        else: neg_mask = given
+    pos_idx, pos_valid, _ = sample_per_class(pos_mask, max_samples, generator)
+    neg_idx, neg_valid, hard = sample_per_class(neg_mask, max_samples, generator, priority)
     flat = e.reshape(B, D, h * w)
     gather = lambda idx: flat[idx // (h * w), :, idx % (h * w)]                       # [C, k, D]
     loss, pairs = info_nce(anchors, gather(pos_idx), gather(neg_idx), temperature, pos_valid, neg_valid)
-    stats = {"positives": pairs, "negatives": neg_valid.sum(), "anchors": (pos_valid.any(1)).sum()}
+    if negatives is not None and not fill: hard = neg_valid
+    stats = {"positives": pairs, "negatives": neg_valid.sum(), "hard": hard.sum(),
+             "anchors": pos_valid.any(1).sum()}
     return loss, stats
