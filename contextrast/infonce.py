@@ -26,8 +26,10 @@ def info_nce(query, positives, negatives, temperature: float = 0.1, pos_mask=Non
     """
     if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
     q = query.float()
-    pos = torch.einsum("qd,qpd->qp", q, positives.float()) / temperature
-    neg = torch.einsum("qd,qnd->qn", q, negatives.float()) / temperature
+    # similarities over 1/τ overflow float16: keep them in float32 even under autocast
+    with torch.autocast(q.device.type, enabled=False):
+        pos = torch.einsum("qd,qpd->qp", q, positives.float()) / temperature
+        neg = torch.einsum("qd,qnd->qn", q, negatives.float()) / temperature
     if pos_mask is None: pos_mask = torch.ones_like(pos, dtype=torch.bool)
     if neg_mask is not None: neg = neg.masked_fill(~neg_mask, _MASKED)
     if neg.shape[1] == 0: neg = pos.new_full((pos.shape[0], 1), _MASKED)
@@ -84,8 +86,9 @@ def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: 
         else: neg_mask = given
     pos_idx, pos_valid, _ = sample_per_class(pos_mask, max_samples, generator)
     neg_idx, neg_valid, hard = sample_per_class(neg_mask, max_samples, generator, priority)
-    flat = e.reshape(B, D, h * w)
-    gather = lambda idx: flat[idx // (h * w), :, idx % (h * w)]                       # [C, k, D]
+    # index a channels-last view: adjacent index dims keep the backward a fast scatter into e's gradient
+    pixels = e.permute(0, 2, 3, 1)
+    gather = lambda idx: pixels[idx // (h * w), (idx % (h * w)) // w, idx % w]        # [C, k, D]
     loss, pairs = info_nce(anchors, gather(pos_idx), gather(neg_idx), temperature, pos_valid, neg_valid)
     if negatives is not None and not fill: hard = neg_valid
     stats = {"positives": pairs, "negatives": neg_valid.sum(), "hard": hard.sum(),
