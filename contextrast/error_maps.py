@@ -17,15 +17,16 @@ __all__ = ['class_error_maps', 'error_maps_per_class', 'example_scene', 'corrupt
 
 # %% ../nbs/04_error_maps.ipynb #de07188f
 def class_error_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, size=None,
-                     ignore_index: int = 255) -> torch.Tensor:
+                     ignore_index: int = 255, check: bool = True) -> torch.Tensor:
     """Eq. 6 in compact form: int64 `[B, h, w]`, the predicted class on wrongly predicted pixels, -1 elsewhere.
 
     `pred`: predicted classes `[B, H', W']` (integer) or logits `[B, num_classes, H', W']` (float);
     `labels: [B, H, W]` int64 with `ignore_index`. Both are resized with nearest neighbour to
-    `size` `(h, w)`, which may be omitted when they already share their spatial size.
+    `size` `(h, w)`, which may be omitted when they already share their spatial size. `check=False`
+    skips the value checks of labels and classes (each a host sync) for a caller that validated them.
     """
     if labels.dim() != 3: raise ValueError(f"labels must be [B, H, W], got shape {tuple(labels.shape)}")
-    check_labels(labels, num_classes, ignore_index)
+    if check: check_labels(labels, num_classes, ignore_index)
     if pred.dtype.is_floating_point:
         if pred.dim() != 4 or pred.shape[1] != num_classes:
             raise ValueError(f"logits must be [B, {num_classes}, h, w], got shape {tuple(pred.shape)}")
@@ -33,7 +34,7 @@ def class_error_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
     elif pred.dtype == torch.bool or pred.dim() != 3:
         raise ValueError(f"pred must be an integer class map [B, H, W] or float logits [B, K, h, w], "
                          f"got {pred.dtype} of shape {tuple(pred.shape)}")
-    elif pred.numel() and bool(((pred < 0) | (pred >= num_classes)).any()):
+    elif check and pred.numel() and bool(((pred < 0) | (pred >= num_classes)).any()):
         raise ValueError(f"pred holds classes outside [0, {num_classes})")
     if pred.shape[0] != labels.shape[0]:
         raise ValueError(f"pred has {pred.shape[0]} images, labels {labels.shape[0]}")

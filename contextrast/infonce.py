@@ -12,10 +12,26 @@ from .anchors import downsample_labels
 from .core import check_labels
 
 # %% auto #0
-__all__ = ['info_nce', 'sample_per_class', 'pixel_anchor_loss']
+__all__ = ['nce_from_logits', 'info_nce', 'sample_per_class', 'pixel_anchor_loss']
 
 # %% ../nbs/03_infonce.ipynb #a9896ecb
 _MASKED = -1e9  # a logit whose exp is 0 in float32, finite so empty sets keep finite gradients
+
+def nce_from_logits(pos, neg, pos_mask=None, neg_mask=None):
+    """InfoNCE from similarity logits already divided by τ: `pos: [Q, P]`, `neg: [Q, N]`, float32.
+
+    Mean over valid (query, positive) pairs of `-log(exp(pos) / (exp(pos) + Σ exp(neg)))`; returns
+    `(loss, pairs)`, the loss 0 (with a gradient path) when there are no valid pairs.
+    """
+    if pos_mask is None: pos_mask = torch.ones_like(pos, dtype=torch.bool)
+    if neg_mask is not None: neg = neg.masked_fill(~neg_mask, _MASKED)
+    if neg.shape[1] == 0: neg = pos.new_full((pos.shape[0], 1), _MASKED)
+    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)                  # [Q, 1]
+    per_pair = torch.logaddexp(pos, lse_neg) - pos                       # -log softmax of the positive
+    pairs = pos_mask.sum()
+    loss = torch.where(pos_mask, per_pair, torch.zeros_like(per_pair)).sum() / pairs.clamp(min=1)
+    return loss, pairs
+
 
 def info_nce(query, positives, negatives, temperature: float = 0.1, pos_mask=None, neg_mask=None):
     """Eq. 2, batched over queries: mean over valid (query, positive) pairs of the InfoNCE loss.
@@ -30,14 +46,7 @@ def info_nce(query, positives, negatives, temperature: float = 0.1, pos_mask=Non
     with torch.autocast(q.device.type, enabled=False):
         pos = torch.einsum("qd,qpd->qp", q, positives.float()) / temperature
         neg = torch.einsum("qd,qnd->qn", q, negatives.float()) / temperature
-    if pos_mask is None: pos_mask = torch.ones_like(pos, dtype=torch.bool)
-    if neg_mask is not None: neg = neg.masked_fill(~neg_mask, _MASKED)
-    if neg.shape[1] == 0: neg = pos.new_full((pos.shape[0], 1), _MASKED)
-    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)                  # [Q, 1]
-    per_pair = torch.logaddexp(pos, lse_neg) - pos                       # -log softmax of the positive
-    pairs = pos_mask.sum()
-    loss = torch.where(pos_mask, per_pair, torch.zeros_like(per_pair)).sum() / pairs.clamp(min=1)
-    return loss, pairs
+    return nce_from_logits(pos, neg, pos_mask, neg_mask)
 
 # %% ../nbs/03_infonce.ipynb #636d0e66
 def sample_per_class(mask: torch.Tensor, max_samples: int, generator=None, priority=None):
@@ -87,9 +96,14 @@ def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: 
     pos_idx, pos_valid, _ = sample_per_class(pos_mask, max_samples, generator)
     neg_idx, neg_valid, hard = sample_per_class(neg_mask, max_samples, generator, priority)
     # index a channels-last view: adjacent index dims keep the backward a fast scatter into e's gradient
-    pixels = e.permute(0, 2, 3, 1)
-    gather = lambda idx: pixels[idx // (h * w), (idx % (h * w)) // w, idx % w]        # [C, k, D]
-    loss, pairs = info_nce(anchors, gather(pos_idx), gather(neg_idx), temperature, pos_valid, neg_valid)
+    if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
+    # Every logit the loss needs is an anchor-pixel similarity: one matmul gives all of them, and the
+    # sampled ones are gathered as scalars (far cheaper than gathering D-dim embeddings and their gradients).
+    with torch.autocast(e.device.type, enabled=False):
+        sim = torch.matmul(anchors.float(), e.float().reshape(B, D, h * w)) / temperature     # [B, C, h·w]
+    rows = torch.arange(C, device=e.device)[:, None]
+    logits_at = lambda idx: sim[idx // (h * w), rows, idx % (h * w)]                          # [C, k]
+    loss, pairs = nce_from_logits(logits_at(pos_idx), logits_at(neg_idx), pos_valid, neg_valid)
     if negatives is not None and not fill: hard = neg_valid
     stats = {"positives": pairs, "negatives": neg_valid.sum(), "hard": hard.sum(),
              "anchors": pos_valid.any(1).sum()}

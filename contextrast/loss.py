@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .anchors import class_anchors
+from .anchors import class_anchors, downsample_labels
 from .bane import bane_negatives
 from .core import check_labels
 from .distance import distance_transform
@@ -82,7 +82,8 @@ class ContextrastLoss(nn.Module):
         fraction of the cost)."""
         if self.sampling == "random": return None
         pred = F.interpolate(logits, size=tuple(size), mode="nearest").argmax(1)
-        errors = class_error_maps(pred, labels, self.num_classes, size=size, ignore_index=self.ignore_index)
+        errors = class_error_maps(pred, labels, self.num_classes, size=size, ignore_index=self.ignore_index,
+                                  check=False)
         if self.sampling == "semi_hard": return error_maps_per_class(errors, self.num_classes)
         return bane_negatives(errors, distance_transform(errors), self.num_classes, self.ratio, generator=generator)
 
@@ -94,13 +95,15 @@ class ContextrastLoss(nn.Module):
         full = upsample_logits(logits, labels.shape[-2:])
         ce = seg_cross_entropy(full, labels, self.ignore_index)
         out, full = {"ce": ce.detach()}, full.detach()
-        per_layer = [class_anchors(e, labels, self.num_classes, self.ignore_index, check=False)[:2]
-                     for e in embeddings]
+        # labels at each layer's size, once: every function below is then called at that size
+        ys = [downsample_labels(labels, e.shape[-2:]) for e in embeddings]
+        per_layer = [class_anchors(e, y, self.num_classes, self.ignore_index, check=False)[:2]
+                     for e, y in zip(embeddings, ys)]
         if self.fusion: per_layer = fuse_anchors(per_layer, self.alpha, self.beta, self.detach_global)
         pa = ce.new_zeros(())
-        for l, (e, (anchors, present), lw) in enumerate(zip(embeddings, per_layer, self.layer_weights), 1):
-            negs = self.negatives(full, labels, e.shape[-2:], generator)
-            loss_l, stats = pixel_anchor_loss(anchors, present, e, labels, negs, self.temperature,
+        for l, (e, y, (anchors, present), lw) in enumerate(zip(embeddings, ys, per_layer, self.layer_weights), 1):
+            negs = self.negatives(full, y, e.shape[-2:], generator)
+            loss_l, stats = pixel_anchor_loss(anchors, present, e, y, negs, self.temperature,
                                               self.max_samples, fill=self.fill and negs is not None,
                                               ignore_index=self.ignore_index, generator=generator, check=False)
             pa = pa + lw * loss_l
