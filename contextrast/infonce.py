@@ -100,7 +100,8 @@ def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: 
     # Every logit the loss needs is an anchor-pixel similarity: one matmul gives all of them, and the
     # sampled ones are gathered as scalars (far cheaper than gathering D-dim embeddings and their gradients).
     with torch.autocast(e.device.type, enabled=False):
-        sim = torch.matmul(anchors.float(), e.float().reshape(B, D, h * w)) / temperature     # [B, C, h·w]
+        # bmm on e's own layout: a plain matmul would fold the batch and copy e (and its gradient)
+        sim = torch.bmm(anchors.float().expand(B, C, D), e.float().reshape(B, D, h * w)) / temperature
     rows = torch.arange(C, device=e.device)[:, None]
     logits_at = lambda idx: sim[idx // (h * w), rows, idx % (h * w)]                          # [C, k]
     loss, pairs = nce_from_logits(logits_at(pos_idx), logits_at(neg_idx), pos_valid, neg_valid)

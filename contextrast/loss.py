@@ -20,7 +20,7 @@ from .fusion import fuse_anchors
 from .infonce import pixel_anchor_loss
 
 # %% auto #0
-__all__ = ['SAMPLING', 'upsample_logits', 'seg_cross_entropy', 'SegCELoss', 'ContextrastLoss']
+__all__ = ['SAMPLING', 'LOSSES', 'upsample_logits', 'seg_cross_entropy', 'SegCELoss', 'ContextrastLoss']
 
 # %% ../nbs/07_loss.ipynb #1aa22a59
 def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
@@ -112,3 +112,6 @@ class ContextrastLoss(nn.Module):
         out["pa"] = pa.detach()
         out["total"] = ce + self.weight * pa
         return out
+
+# %% ../nbs/07_loss.ipynb #c124a4b6
+LOSSES = {"ce": SegCELoss, "contextrast": ContextrastLoss}
