@@ -72,7 +72,7 @@ class Config:
     fill: bool = True
     max_samples: int = 1024
     # optimisation
-    iterations: int = 250
+    iterations: int = 600
     batch_size: int = 8
     lr: float = 0.05
     momentum: float = 0.9
