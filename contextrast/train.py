@@ -318,6 +318,7 @@ def build_loss(cfg: Config, num_classes: int) -> nn.Module:
     kwargs = {arg: getattr(cfg, field) for arg, field in _SWITCHES.items() if arg in accepted
               and (cfg.loss == "contextrast" or getattr(cfg, field) != getattr(default, field))}
     if "ignore_index" in accepted: kwargs["ignore_index"] = cfg.ignore_index
+    if "dim" in accepted: kwargs["dim"] = cfg.embed_dim          # losses with memories sized to the embeddings
     return table[cfg.loss](num_classes, **kwargs)
 
 # %% ../nbs/11_train.ipynb #9c68088a
@@ -701,6 +702,8 @@ class Trainer:
         return {"config": self.cfg.to_dict(), "model_name": self.cfg.model, "num_classes": self.num_classes,
                 "classes": self.classes, "palette": [list(c) for c in self.palette],
                 "iteration": self.iteration, "model": self.model.state_dict(),
+                # losses with state (the peers' memory banks and region centres) resume with it
+                "criterion": self.criterion.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": states, "best": dict(self.best), "skipped": self.skipped}
 
@@ -721,6 +724,7 @@ class Trainer:
         except RuntimeError as err:
             raise ValueError(f"{path}: its weights do not fit a {self.cfg.model} "
                              f"({str(err).splitlines()[0].rstrip(':. ')})") from None
+        if "criterion" in ckpt: self.criterion.load_state_dict(ckpt["criterion"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration, self.best, self.skipped = ckpt["iteration"], dict(ckpt["best"]), ckpt["skipped"]
@@ -831,7 +835,7 @@ class Trainer:
         if log is not None: log.close()
         return {"iteration": self.iteration, "stopped_by": stopped_by, "best": dict(self.best), "final": self.final}
 
-# %% ../nbs/11_train.ipynb #a72362e7
+# %% ../nbs/11_train.ipynb #4b7aa2cc
 class CLIParser(argparse.ArgumentParser):
     "An argument parser whose errors are one line on stderr, exit status 2."
     def error(self, message):
