@@ -1,6 +1,4 @@
 """Two CPU processes (gloo), each with half of a batch, hold exactly the anchors of the whole batch."""
-import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -8,6 +6,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from contextrast.anchors import class_anchors
+
+from _ddp import free_port, init_gloo
 
 C, B, D, H, W = 5, 4, 8, 12, 12
 
@@ -28,8 +28,7 @@ def _loss(A, present, weights):
 
 
 def _worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, port)
     try:
         e, labels, weights = _batch()
         sl = slice(rank * B // world, (rank + 1) * B // world)
@@ -42,12 +41,6 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_hold_the_global_anchors_and_gradients():
     e, labels, weights = _batch()
     e_full = e.clone().requires_grad_(True)
@@ -56,7 +49,7 @@ def test_two_ranks_hold_the_global_anchors_and_gradients():
 
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
         results = [out[r] for r in range(2)]
     for rank, (A_r, present_r, counts_r, grad_r) in enumerate(results):
         assert torch.equal(present_r, present) and not present[-1]

@@ -1,6 +1,4 @@
 """Two CPU processes (gloo), each with half of a batch: the peers' memories are the same on every rank."""
-import os
-import socket
 
 import numpy as np
 import torch
@@ -10,6 +8,8 @@ import torch.nn.functional as F
 
 from contextrast.anchors import class_anchors
 from contextrast.baselines import ContrastiveSegLoss, RegionContrastLoss
+
+from _ddp import free_port, init_gloo
 
 C, B, D, H = 4, 4, 8, 16
 
@@ -31,8 +31,7 @@ def _losses():
 
 
 def _worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, port)
     try:
         e, labels, logits = _batch()
         sl = slice(rank * B // world, (rank + 1) * B // world)
@@ -46,12 +45,6 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rows(t):
     "Rows of a 2-d array in lexicographic order (a multiset comparison)."
     t = t.numpy()
@@ -61,7 +54,7 @@ def _rows(t):
 def test_two_ranks_hold_the_same_banks_and_centres():
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
         results = [out[r] for r in range(2)]
     (seg0, reg0), (seg1, reg1) = results
     for k in seg0: assert torch.equal(seg0[k], seg1[k]), k

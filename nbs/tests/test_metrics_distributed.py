@@ -1,12 +1,12 @@
 """Two CPU processes (gloo), each with half of a batch, hold the whole batch's metric counts after `all_reduce`."""
-import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contextrast.metrics import BoundaryIoU, ConfusionMatrix, InstanceIoU
+
+from _ddp import free_port, init_gloo
 
 C, B, H, W = 19, 4, 24, 32
 
@@ -35,9 +35,8 @@ def _update(metrics, pred, labels, instances):
 
 
 def _worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)   # two ranks share the machine's cores
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, port)
     try:
         sl = slice(rank * B // world, (rank + 1) * B // world)
         metrics = _update(_metrics(), *(t[sl] for t in _batch()))
@@ -46,17 +45,11 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_hold_the_single_process_counts():
     whole = _update(_metrics(), *_batch())
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
         results = [out[r] for r in range(2)]
     for states in results:
         for m, state in zip(whole, states):

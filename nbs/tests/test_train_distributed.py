@@ -1,6 +1,5 @@
 """Two CPU processes (gloo, DDP) train in lockstep with each other and with one process on the same global batch."""
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -9,6 +8,8 @@ from torch.utils.data import Dataset
 
 from contextrast.models import build_model
 from contextrast.train import Config, Trainer, read_checkpoint
+
+from _ddp import free_port, torchrun_env
 
 LOSSES = ("ce", "contextrast")
 
@@ -58,8 +59,7 @@ def _train(out_dir, loss):
 
 
 def _worker(rank, world, port, out_dir, result):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    torchrun_env(rank, world, port)
     torch.set_num_threads(1)
     try:
         for loss in LOSSES:
@@ -68,16 +68,10 @@ def _worker(rank, world, port, out_dir, result):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_on_the_global_batch(tmp_path):
     with mp.Manager() as manager:
         result = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), result), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "ddp"), result), nprocs=2, join=True)
         result = dict(result)
     for loss in LOSSES:
         ranks = result[(loss, 0)], result[(loss, 1)]
