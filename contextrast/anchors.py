@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .core import check_labels
 
 # %% auto #0
-__all__ = ['downsample_labels', 'class_anchors']
+__all__ = ['ANCHOR_EPS', 'downsample_labels', 'normalize_anchors', 'class_anchors']
 
 # %% ../nbs/01_anchors.ipynb #78afa674
 def downsample_labels(labels: torch.Tensor, size) -> torch.Tensor:
@@ -33,14 +33,22 @@ def _reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+ANCHOR_EPS = 1e-6  # lengths below this are not divided by: a near-zero mean keeps bounded gradients
+
+def normalize_anchors(anchors: torch.Tensor) -> torch.Tensor:
+    "Anchors `[C, D]` scaled to unit length (`a / max(|a|, ANCHOR_EPS)`): the re-normalised variant."
+    return F.normalize(anchors, dim=1, eps=ANCHOR_EPS)
+
+
 def class_anchors(e: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
-                  normalize: bool = True, check: bool = True):
-    """Eq. 1: class anchors of embeddings `e: [B, D, h, w]` from `labels: [B, H, W]`.
+                  normalize: bool = False, check: bool = True):
+    """Eq. 1: class anchors `a_c^l` of embeddings `e: [B, D, h, w]` from `labels: [B, H, W]`.
 
     Labels are downsampled to `(h, w)` with nearest neighbour. Returns `(anchors [C, D] float32,
-    present [C] bool, counts [C] int64)`; anchors of absent classes are zero and masked by `present`.
-    With `normalize` the anchors are L2-normalised (they are queries on the unit sphere). Under
-    `torch.distributed` sums and counts are all-reduced: every rank holds the global batch's anchors.
+    present [C] bool, counts [C] int64)`; anchors are plain means (inside the unit ball), those of
+    absent classes zero and masked by `present`. With `normalize` they are scaled to unit length
+    (`normalize_anchors`). Under `torch.distributed` sums and counts are all-reduced: every rank
+    holds the global batch's anchors.
     """
     if e.dim() != 4: raise ValueError(f"embeddings must be [B, D, h, w], got shape {tuple(e.shape)}")
     if labels.dim() != 3 or labels.shape[0] != e.shape[0]:
@@ -57,5 +65,5 @@ def class_anchors(e: torch.Tensor, labels: torch.Tensor, num_classes: int, ignor
     sums, counts = _reduce_sum(sums), _reduce_sum(counts)
     present = counts > 0
     anchors = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)
-    if normalize: anchors = F.normalize(anchors, dim=1)
+    if normalize: anchors = normalize_anchors(anchors)
     return anchors, present, counts

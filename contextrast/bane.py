@@ -14,7 +14,7 @@ __all__ = ['bane_negatives']
 def bane_negatives(errors: torch.Tensor, distances: torch.Tensor, num_classes: int, ratio: float = 0.5,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """BANE: bool `[B, C, h, w]`, for each class the ⌈`ratio`·n_c⌉ of its n_c error pixels (over the batch)
-    with the smallest distance, ties drawn at random.
+    with the smallest distance, ties drawn at random; `ratio` in [0, 1] (0: none, 1: every error pixel).
 
     `errors: [B, h, w]` compact error maps (Eq. 6: predicted class on error pixels, -1 elsewhere),
     `distances: [B, h, w]` float, their distance transform (Eq. 7). `generator` (on the maps' device)
@@ -25,14 +25,14 @@ def bane_negatives(errors: torch.Tensor, distances: torch.Tensor, num_classes: i
     if distances.shape != errors.shape or not distances.dtype.is_floating_point:
         raise ValueError(f"distances must be float of the errors' shape {tuple(errors.shape)}, "
                          f"got {distances.dtype} of shape {tuple(distances.shape)}")
-    if not 0 < ratio <= 1: raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if not 0 <= ratio <= 1: raise ValueError(f"ratio must be in [0, 1], got {ratio}")
     if errors.numel() and bool(((errors < -1) | (errors >= num_classes)).any()):
         raise ValueError(f"errors hold values outside [-1, {num_classes})")
     B, h, w = errors.shape
     C, dev = num_classes, errors.device
     out = torch.zeros(B * C * h * w, dtype=torch.bool, device=dev)
     pix = (errors.reshape(-1) >= 0).nonzero().squeeze(1)
-    if pix.numel() == 0: return out.view(B, C, h, w)
+    if pix.numel() == 0 or ratio == 0: return out.view(B, C, h, w)
     pix = pix.index_select(0, torch.randperm(pix.numel(), generator=generator, device=dev))   # tie-break
     cls = errors.reshape(-1).index_select(0, pix)
     dist = distances.reshape(-1).index_select(0, pix).double()

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CAMVID_CLASSES', 'CAMVID_PALETTE', 'check_labels', 'repo_root', 'dataset_root', 'camvid_example', 'colorize']
+__all__ = ['CAMVID_CLASSES', 'CAMVID_PALETTE', 'check_labels', 'repo_root', 'dataset_root', 'camvid_example', 'size_pair',
+           'colorize']
 
 # %% ../nbs/00_core.ipynb #5da0b6dd
 def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
@@ -60,6 +61,13 @@ def camvid_example(index: int = 0, split: str = "val"):
     return image, labels
 
 # %% ../nbs/00_core.ipynb #e9060e3d
+def size_pair(size) -> tuple[int, int]:
+    "`(H, W)` from an int (a square) or a pair; `ValueError` unless both are positive."
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1: raise ValueError(f"size must be positive, got {size}")
+    return int(h), int(w)
+
+# %% ../nbs/00_core.ipynb #d61edf84
 def colorize(labels, palette, ignore_color=(0, 0, 0)) -> np.ndarray:
     "uint8 `[..., 3]` image of integer `labels` in `palette`; values outside it (ignore) get `ignore_color`."
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)

@@ -5,15 +5,13 @@
 # %% ../nbs/04_error_maps.ipynb #19c1d0ff
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .anchors import downsample_labels
-from .core import CAMVID_PALETTE, camvid_example, check_labels, colorize
+from .core import check_labels
 
 # %% auto #0
-__all__ = ['class_error_maps', 'error_maps_per_class', 'example_scene', 'corrupt_prediction']
+__all__ = ['class_error_maps', 'error_maps_per_class']
 
 # %% ../nbs/04_error_maps.ipynb #de07188f
 def class_error_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, size=None,
@@ -57,39 +55,3 @@ def error_maps_per_class(errors: torch.Tensor, num_classes: int) -> torch.Tensor
         raise ValueError(f"errors hold values outside [-1, {num_classes})")
     classes = torch.arange(num_classes, device=errors.device).view(1, -1, 1, 1)
     return errors[:, None] == classes
-
-# %% ../nbs/04_error_maps.ipynb #ab4c25ed
-def _synthetic_street(h: int = 360, w: int = 480, seed: int = 0):
-    "A street-like (image uint8 [h, w, 3], labels int64 [h, w]) drawn with CamVid's classes and palette."
-    yy, xx = np.mgrid[:h, :w] / np.array([h, w])[:, None, None]
-    labels = np.full((h, w), 0)                                                    # Sky
-    labels[(yy > 0.15 + 0.1 * (xx > 0.4)) & ((xx < 0.42) | (xx > 0.68))] = 1      # Building
-    labels[(yy - 0.42) ** 2 + ((xx - 0.55) / 1.3) ** 2 < 0.02] = 5                 # Tree
-    labels[yy > 0.6] = 4                                                           # Pavement
-    labels[yy > 0.66 + 0.2 * np.abs(xx - 0.5)] = 3                                 # Road
-    labels[(np.abs(xx - 0.62) < 0.006) & (yy > 0.25) & (yy < 0.66)] = 2           # Pole
-    labels[(yy > 0.62) & (yy < 0.82) & (xx > 0.12) & (xx < 0.38)] = 8              # Car
-    labels[(yy > 0.48) & (yy < 0.68) & (np.abs(xx - 0.8) < 0.02)] = 9              # Pedestrian
-    labels[yy > 0.97] = 255                                                        # void
-    noise = np.random.default_rng(seed).normal(0, 12, (h, w, 3))
-    image = np.clip(colorize(labels, CAMVID_PALETTE) * 0.8 + 30 + noise, 0, 255).astype(np.uint8)
-    return image, labels.astype(np.int64)
-
-def example_scene(index: int = 0, split: str = "val"):
-    "(image uint8 [H, W, 3], labels int64 [H, W], void → 255): CamVid `split` image `index`, or a synthetic street."
-    return camvid_example(index, split) or _synthetic_street()
-
-def corrupt_prediction(labels: torch.Tensor, shift=(6, 10), grow: int | None = None, kernel: int = 15,
-                       fill: int = 0, ignore_index: int = 255) -> torch.Tensor:
-    """A plausible wrong prediction `[B, H, W]` from `labels: [B, H, W]`: ignored pixels set to `fill`,
-    everything moved by `shift` (dy, dx) pixels (edges replicated), then class `grow` dilated by a
-    `kernel`×`kernel` square."""
-    pred = labels.masked_fill(labels == ignore_index, fill)[:, None].float()
-    dy, dx = shift
-    pred = F.pad(pred, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="replicate")
-    H, W = labels.shape[-2:]
-    pred = pred[..., max(-dy, 0):max(-dy, 0) + H, max(-dx, 0):max(-dx, 0) + W]
-    if grow is not None:
-        grown = F.max_pool2d((pred == grow).float(), kernel, stride=1, padding=kernel // 2) > 0
-        pred = pred.masked_fill(grown, grow)
-    return pred[:, 0].long()

@@ -6,19 +6,23 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .anchors import normalize_anchors
 
 # %% auto #0
 __all__ = ['fuse_anchors']
 
 # %% ../nbs/02_fusion.ipynb #95a7d7f3
-def fuse_anchors(per_layer, alpha: float = 0.3, beta: float = 0.7, detach_global: bool = False):
-    """Fuse each layer's anchors with the last layer's.
+def fuse_anchors(per_layer, alpha: float = 0.3, beta: float = 0.7, detach_global: bool = False,
+                 normalize: bool = False):
+    """Eq. 2: fuse each layer's anchors with the deepest layer's.
 
     `per_layer`: list over layers (shallow to deep) of `(anchors [C, D], present [C])` as returned by
-    `class_anchors`. Returns a list of the same form with `Â_l = normalize(α A_l + β A_L)` for l < L
-    and `Â_L = A_L`; `present` of a fused anchor is present at layer l and at L. With `detach_global`
-    the last layer's anchors enter the lower layers' fusion without gradient.
+    `class_anchors`. Returns a list of the same form: for l < L, `â_c^l = α a_c^l + β a_c^L` where
+    class c is present at layer l and at L, `â_c^l = a_c^l` where it is present at l only; the
+    deepest layer's anchors unchanged. `present` is each layer's own. With `normalize` the fused
+    anchors are scaled to unit length; with `detach_global` the deepest layer's anchors enter the
+    lower layers' fusion without gradient.
     """
     if len(per_layer) == 0: raise ValueError("fuse_anchors needs at least one layer")
     A_L, present_L = per_layer[-1]
@@ -27,5 +31,9 @@ def fuse_anchors(per_layer, alpha: float = 0.3, beta: float = 0.7, detach_global
             raise ValueError(f"layer {i} anchors have shape {tuple(A.shape)}, the last layer's {tuple(A_L.shape)}: "
                              "all layers need the same number of classes and embedding size")
     g = A_L.detach() if detach_global else A_L
-    fused = [(F.normalize(alpha * A + beta * g, dim=1), p & present_L) for A, p in per_layer[:-1]]
+    both = present_L[:, None]
+    fused = []
+    for A, p in per_layer[:-1]:
+        Ah = torch.where(both, alpha * A + beta * g, A)
+        fused.append((normalize_anchors(Ah) if normalize else Ah, p))
     return fused + [(A_L, present_L)]

@@ -12,33 +12,43 @@ from .anchors import downsample_labels
 from .core import check_labels
 
 # %% auto #0
-__all__ = ['nce_from_logits', 'info_nce', 'sample_per_class', 'pixel_anchor_loss']
+__all__ = ['MASKED_LOGIT', 'nce_from_logits', 'info_nce', 'sample_per_class', 'pixel_anchor_loss']
 
 # %% ../nbs/03_infonce.ipynb #a9896ecb
-_MASKED = -1e9  # a logit whose exp is 0 in float32, finite so empty sets keep finite gradients
+MASKED_LOGIT = -1e9  # a logit whose exp is 0 in float32, finite so empty sets keep finite gradients
 
-def nce_from_logits(pos, neg, pos_mask=None, neg_mask=None):
+def nce_from_logits(pos, neg, pos_mask=None, neg_mask=None, per_query_mean: bool = False):
     """InfoNCE from similarity logits already divided by τ: `pos: [Q, P]`, `neg: [Q, N]`, float32.
 
-    Mean over valid (query, positive) pairs of `-log(exp(pos) / (exp(pos) + Σ exp(neg)))`; returns
-    `(loss, pairs)`, the loss 0 (with a gradient path) when there are no valid pairs.
+    The term of a valid (query, positive) pair is `-log(exp(pos) / (exp(pos) + Σ exp(neg)))`. With
+    `per_query_mean` the loss is the mean over the queries with a valid positive of each query's mean
+    over its positives; otherwise the mean over all valid pairs. Returns `(loss, pairs)`, the loss 0
+    (with a gradient path) when there are no valid pairs.
     """
     if pos_mask is None: pos_mask = torch.ones_like(pos, dtype=torch.bool)
-    if neg_mask is not None: neg = neg.masked_fill(~neg_mask, _MASKED)
-    if neg.shape[1] == 0: neg = pos.new_full((pos.shape[0], 1), _MASKED)
+    if neg_mask is not None: neg = neg.masked_fill(~neg_mask, MASKED_LOGIT)
+    if neg.shape[1] == 0: neg = pos.new_full((pos.shape[0], 1), MASKED_LOGIT)
     lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)                  # [Q, 1]
     per_pair = torch.logaddexp(pos, lse_neg) - pos                       # -log softmax of the positive
-    pairs = pos_mask.sum()
-    loss = torch.where(pos_mask, per_pair, torch.zeros_like(per_pair)).sum() / pairs.clamp(min=1)
+    per_pair = torch.where(pos_mask, per_pair, torch.zeros_like(per_pair))
+    per_query = pos_mask.sum(1)                                          # [Q]
+    pairs = per_query.sum()
+    if per_query_mean:
+        queries = (per_query > 0).sum()
+        loss = (per_pair.sum(1) / per_query.clamp(min=1)).sum() / queries.clamp(min=1)
+    else:
+        loss = per_pair.sum() / pairs.clamp(min=1)
     return loss, pairs
 
 
-def info_nce(query, positives, negatives, temperature: float = 0.1, pos_mask=None, neg_mask=None):
-    """Eq. 2, batched over queries: mean over valid (query, positive) pairs of the InfoNCE loss.
+def info_nce(query, positives, negatives, temperature: float = 0.1, pos_mask=None, neg_mask=None,
+             per_query_mean: bool = False):
+    """Eq. 2, batched over queries: the InfoNCE loss averaged over valid (query, positive) pairs
+    (or per query, then over queries: `per_query_mean`).
 
-    `query: [Q, D]`, `positives: [Q, P, D]`, `negatives: [Q, N, D]`, all L2-normalised; masks
-    `[Q, P]` / `[Q, N]` mark real keys (default all). Computed in float32. Returns `(loss, pairs)`
-    with `pairs` the number of valid pairs; the loss is 0 (with a gradient path) when there are none.
+    `query: [Q, D]`, `positives: [Q, P, D]`, `negatives: [Q, N, D]`; masks `[Q, P]` / `[Q, N]` mark
+    real keys (default all). Computed in float32. Returns `(loss, pairs)` with `pairs` the number of
+    valid pairs; the loss is 0 (with a gradient path) when there are none.
     """
     if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
     q = query.float()
@@ -46,7 +56,7 @@ def info_nce(query, positives, negatives, temperature: float = 0.1, pos_mask=Non
     with torch.autocast(q.device.type, enabled=False):
         pos = torch.einsum("qd,qpd->qp", q, positives.float()) / temperature
         neg = torch.einsum("qd,qnd->qn", q, negatives.float()) / temperature
-    return nce_from_logits(pos, neg, pos_mask, neg_mask)
+    return nce_from_logits(pos, neg, pos_mask, neg_mask, per_query_mean)
 
 # %% ../nbs/03_infonce.ipynb #636d0e66
 def sample_per_class(mask: torch.Tensor, max_samples: int, generator=None, priority=None):
@@ -65,22 +75,26 @@ def sample_per_class(mask: torch.Tensor, max_samples: int, generator=None, prior
 
 # %% ../nbs/03_infonce.ipynb #59e7f579
 def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: float = 0.1,
-                      max_samples: int = 1024, fill: bool = False, ignore_index: int = 255,
-                      generator=None, check: bool = True):
-    """Eq. 3–4: pixel–anchor InfoNCE at one layer.
+                      max_samples: int = 1024, random_fill: bool = False, per_class_mean: bool = True,
+                      ignore_index: int = 255, generator=None, check: bool = True):
+    """Eq. 3–4: pixel–anchor InfoNCE `L_PA^l` at one layer, with the anchors `â_c^l` as queries.
 
-    `anchors: [C, D]` (L2-normalised), `present: [C]` bool, `e: [B, D, h, w]` (L2-normalised),
-    `labels: [B, H, W]` (nearest-downsampled to `(h, w)`), `negatives`: optional bool `[B, C, h, w]`,
-    the negatives of each class (default: every valid pixel of another class). With `fill`, the
-    given negatives are taken first and random pixels of other classes fill up to `max_samples`.
-    At most `max_samples` positives and negatives per class, drawn at random. Returns `(loss, stats)`
-    with `stats` holding tensors `positives`, `negatives` (pairs and keys used), `hard` (keys taken
-    from `negatives`) and `anchors` (classes taking part).
+    `anchors: [C, D]`, `present: [C]` bool, `e: [B, D, h, w]` (L2-normalised), `labels: [B, H, W]`
+    (nearest-downsampled to `(h, w)`), `negatives`: optional bool `[B, C, h, w]`, the negatives of
+    each class (default: every valid pixel of another class). With `random_fill`, the given
+    negatives are taken first and random pixels of other classes fill up to `max_samples`. At most
+    `max_samples` positives and negatives per class, drawn at random. `per_class_mean`: each class's
+    mean over its positives, then the mean over classes (Eq. 4); else the mean over all pairs.
+    Returns `(loss, stats)` with `stats` holding tensors `positives`, `negatives` (pairs and keys
+    used), `hard` (keys taken from `negatives`), `anchors` (classes taking part) and `samples`
+    (`positive_index`, `positive_valid`, `negative_index`, `negative_valid` `[C, k]` into the
+    `B·h·w` pixels of the layer).
     """
     if e.dim() != 4: raise ValueError(f"embeddings must be [B, D, h, w], got shape {tuple(e.shape)}")
     B, D, h, w = e.shape
     C = anchors.shape[0]
     if anchors.shape[1] != D: raise ValueError(f"anchors have {anchors.shape[1]} channels, embeddings {D}")
+    if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
     if check: check_labels(labels, C, ignore_index)
     y = downsample_labels(labels, (h, w)).reshape(1, B * h * w)
     classes = torch.arange(C, device=y.device)[:, None]
@@ -91,12 +105,10 @@ def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: 
         if negatives.shape != (B, C, h, w):
             raise ValueError(f"negatives must be [B, C, h, w] = {(B, C, h, w)}, got {tuple(negatives.shape)}")
         given = negatives.permute(1, 0, 2, 3).reshape(C, B * h * w) & present[:, None]
-        if fill: priority = given
+        if random_fill: priority = given
         else: neg_mask = given
     pos_idx, pos_valid, _ = sample_per_class(pos_mask, max_samples, generator)
     neg_idx, neg_valid, hard = sample_per_class(neg_mask, max_samples, generator, priority)
-    # index a channels-last view: adjacent index dims keep the backward a fast scatter into e's gradient
-    if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
     # Every logit the loss needs is an anchor-pixel similarity: one matmul gives all of them, and the
     # sampled ones are gathered as scalars (far cheaper than gathering D-dim embeddings and their gradients).
     with torch.autocast(e.device.type, enabled=False):
@@ -104,8 +116,10 @@ def pixel_anchor_loss(anchors, present, e, labels, negatives=None, temperature: 
         sim = torch.bmm(anchors.float().expand(B, C, D), e.float().reshape(B, D, h * w)) / temperature
     rows = torch.arange(C, device=e.device)[:, None]
     logits_at = lambda idx: sim[idx // (h * w), rows, idx % (h * w)]                          # [C, k]
-    loss, pairs = nce_from_logits(logits_at(pos_idx), logits_at(neg_idx), pos_valid, neg_valid)
-    if negatives is not None and not fill: hard = neg_valid
+    loss, pairs = nce_from_logits(logits_at(pos_idx), logits_at(neg_idx), pos_valid, neg_valid, per_class_mean)
+    if negatives is not None and not random_fill: hard = neg_valid
     stats = {"positives": pairs, "negatives": neg_valid.sum(), "hard": hard.sum(),
-             "anchors": pos_valid.any(1).sum()}
+             "anchors": pos_valid.any(1).sum(),
+             "samples": {"positive_index": pos_idx, "positive_valid": pos_valid,
+                         "negative_index": neg_idx, "negative_valid": neg_valid}}
     return loss, stats

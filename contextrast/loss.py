@@ -5,6 +5,7 @@
 # %% ../nbs/07_loss.ipynb #30d93846
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
@@ -20,9 +21,36 @@ from .fusion import fuse_anchors
 from .infonce import pixel_anchor_loss
 
 # %% auto #0
-__all__ = ['SAMPLING', 'LOSSES', 'upsample_logits', 'seg_cross_entropy', 'SegCELoss', 'ContextrastLoss']
+__all__ = ['LOSSES', 'SAMPLING', 'register_loss', 'loss_options', 'build_loss', 'upsample_logits', 'seg_cross_entropy',
+           'SegCELoss', 'ContextrastLoss']
 
 # %% ../nbs/07_loss.ipynb #1aa22a59
+LOSSES: dict[str, type] = {}
+
+def register_loss(name: str):
+    "Class decorator: make the loss constructible as `build_loss(name, num_classes, ...)`."
+    def add(cls):
+        if name in LOSSES and LOSSES[name] is not cls: raise ValueError(f"a loss named {name!r} is already registered")
+        LOSSES[name] = cls
+        return cls
+    return add
+
+
+def loss_options(name: str) -> dict:
+    "The keyword options of loss `name` and their defaults (`num_classes` aside)."
+    if name not in LOSSES: raise ValueError(f"unknown loss {name!r}; registered: {', '.join(sorted(LOSSES))}")
+    params = list(inspect.signature(LOSSES[name]).parameters.values())[1:]
+    return {p.name: p.default for p in params}
+
+
+def build_loss(name: str, num_classes: int, **options) -> nn.Module:
+    "The registered loss `name` for `num_classes` classes, with `options` (an option it does not take is an error)."
+    unknown = sorted(set(options) - set(loss_options(name)))
+    if unknown: raise ValueError(f"the {name} loss takes no option {', '.join(unknown)}; it takes "
+                                 f"{', '.join(loss_options(name))}")
+    return LOSSES[name](num_classes, **options)
+
+# %% ../nbs/07_loss.ipynb #93334e4c
 def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
     "Bilinear resize of `logits: [B, K, h, w]` to `size` (H, W); a no-op at the same size."
     if tuple(logits.shape[-2:]) == tuple(size): return logits
@@ -36,6 +64,7 @@ def seg_cross_entropy(logits, labels, ignore_index: int = 255) -> torch.Tensor:
     return ce / (labels != ignore_index).sum().clamp(min=1)
 
 
+@register_loss("ce")
 class SegCELoss(nn.Module):
     "Pixel-wise cross-entropy only (the baseline), with the same call interface as `ContextrastLoss`."
     def __init__(self, num_classes: int, ignore_index: int = 255):
@@ -47,32 +76,46 @@ class SegCELoss(nn.Module):
         ce = seg_cross_entropy(upsample_logits(logits, labels.shape[-2:]), labels, self.ignore_index)
         return {"total": ce, "ce": ce.detach()}
 
-# %% ../nbs/07_loss.ipynb #93334e4c
+# %% ../nbs/07_loss.ipynb #4922b94e
 SAMPLING = ("bane", "semi_hard", "random")
 
+@register_loss("contextrast")
 class ContextrastLoss(nn.Module):
-    """Eq. 5: `L = CE + weight · Σ_l layer_weights[l] · L_PA^l` over any number of layers.
+    """Eq. 5: `L = L_CE + λ Σ_l λ_l L_PA^l` over any number of layers (shallow to deep).
 
-    Called as `loss(logits [B, K, h, w], embeddings [[B, D, h_l, w_l], ...] shallow to deep,
-    labels [B, H, W])`; returns a dict of scalar tensors: `total` (differentiable), `ce`, `pa` (the
-    weighted sum of the layers' losses, before `weight`), and per layer `pa_l`, `anchors_l`,
-    `negatives_l` and `hard_l` (l = 1..L) for logging.
+    `loss_weight` is λ, `layer_weights` the λ_l; `alpha`, `beta` the weights α, β of the fusion (Eq. 2,
+    `fusion`); `temperature` τ; `sampling` the negatives (`SAMPLING`), `ratio` BANE's share K_s of
+    each class's error pixels (0: none); `per_class_mean` averages each layer's loss per class first
+    (Eq. 4), `normalize_anchors` scales anchors to unit length, `random_fill` fills each class's
+    negatives up to `max_samples` with random pixels of other classes; `detach_global` stops the
+    gradient of the deepest anchors in the fusion.
+
+    Called as `loss(logits [B, K, h, w], embeddings [[B, D, h_l, w_l], ...], labels [B, H, W])`;
+    returns a dict of scalar tensors: `total` (differentiable), `ce`, `pa` (Σ_l λ_l L_PA^l, before λ),
+    and per layer `pa_l`, `anchors_l` (classes taking part), `negatives_l` and `hard_l` (l = 1..L).
+    With `return_samples`, `samples` adds per layer the sampled pixel indices (`pixel_anchor_loss`).
     """
     def __init__(self, num_classes: int, layer_weights: Sequence[float] = (1.0, 0.7, 0.4, 0.1),
-                 weight: float = 0.1, alpha: float = 0.3, beta: float = 0.7, temperature: float = 0.1,
-                 sampling: str = "bane", ratio: float = 0.5, fusion: bool = True, max_samples: int = 1024,
-                 fill: bool = True, detach_global: bool = False, ignore_index: int = 255):
+                 loss_weight: float = 0.1, alpha: float = 0.3, beta: float = 0.7, temperature: float = 0.1,
+                 sampling: str = "bane", ratio: float = 0.5, fusion: bool = True, per_class_mean: bool = True,
+                 normalize_anchors: bool = False, random_fill: bool = True, max_samples: int = 1024,
+                 detach_global: bool = False, ignore_index: int = 255):
         super().__init__()
         if sampling not in SAMPLING: raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
-        if not 0 < ratio <= 1: raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-        self.num_classes, self.layer_weights, self.weight = num_classes, tuple(layer_weights), weight
+        if not 0 <= ratio <= 1: raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+        if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
+        if max_samples < 1: raise ValueError(f"max_samples must be at least 1, got {max_samples}")
+        self.num_classes, self.layer_weights, self.loss_weight = num_classes, tuple(layer_weights), loss_weight
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.sampling, self.ratio, self.fusion, self.max_samples = sampling, ratio, fusion, max_samples
-        self.fill, self.detach_global, self.ignore_index = fill, detach_global, ignore_index
+        self.per_class_mean, self.normalize_anchors = per_class_mean, normalize_anchors
+        self.random_fill, self.detach_global, self.ignore_index = random_fill, detach_global, ignore_index
 
     def extra_repr(self):
-        return (f"num_classes={self.num_classes}, layer_weights={self.layer_weights}, weight={self.weight}, "
-                f"sampling={self.sampling!r}, fusion={self.fusion}, alpha={self.alpha}, beta={self.beta}")
+        return (f"num_classes={self.num_classes}, layer_weights={self.layer_weights}, loss_weight={self.loss_weight}, "
+                f"sampling={self.sampling!r}, ratio={self.ratio}, fusion={self.fusion}, alpha={self.alpha}, "
+                f"beta={self.beta}, per_class_mean={self.per_class_mean}, normalize_anchors={self.normalize_anchors}, "
+                f"random_fill={self.random_fill}")
 
     def negatives(self, logits, labels, size, generator=None):
         """Hard negatives `[B, C, h, w]` at one layer, or `None` (random sampling).
@@ -87,7 +130,14 @@ class ContextrastLoss(nn.Module):
         if self.sampling == "semi_hard": return error_maps_per_class(errors, self.num_classes)
         return bane_negatives(errors, distance_transform(errors), self.num_classes, self.ratio, generator=generator)
 
-    def forward(self, logits, embeddings, labels, generator=None):
+    def layer_anchors(self, embeddings, ys):
+        "The anchors `(â^l [C, D], present^l [C])` of every layer: Eq. 1, then Eq. 2 when `fusion` is on."
+        per_layer = [class_anchors(e, y, self.num_classes, self.ignore_index, self.normalize_anchors, check=False)[:2]
+                     for e, y in zip(embeddings, ys)]
+        if not self.fusion: return per_layer
+        return fuse_anchors(per_layer, self.alpha, self.beta, self.detach_global, self.normalize_anchors)
+
+    def forward(self, logits, embeddings, labels, generator=None, return_samples: bool = False):
         if len(embeddings) != len(self.layer_weights):
             raise ValueError(f"got {len(embeddings)} embedding layers but {len(self.layer_weights)} layer weights "
                              f"{self.layer_weights}: pass one weight per layer")
@@ -97,21 +147,19 @@ class ContextrastLoss(nn.Module):
         out, full = {"ce": ce.detach()}, full.detach()
         # labels at each layer's size, once: every function below is then called at that size
         ys = [downsample_labels(labels, e.shape[-2:]) for e in embeddings]
-        per_layer = [class_anchors(e, y, self.num_classes, self.ignore_index, check=False)[:2]
-                     for e, y in zip(embeddings, ys)]
-        if self.fusion: per_layer = fuse_anchors(per_layer, self.alpha, self.beta, self.detach_global)
-        pa = ce.new_zeros(())
-        for l, (e, y, (anchors, present), lw) in enumerate(zip(embeddings, ys, per_layer, self.layer_weights), 1):
+        pa, samples = ce.new_zeros(()), []
+        for l, (e, y, (anchors, present), lw) in enumerate(zip(embeddings, ys, self.layer_anchors(embeddings, ys),
+                                                                self.layer_weights), 1):
             negs = self.negatives(full, y, e.shape[-2:], generator)
-            loss_l, stats = pixel_anchor_loss(anchors, present, e, y, negs, self.temperature,
-                                              self.max_samples, fill=self.fill and negs is not None,
-                                              ignore_index=self.ignore_index, generator=generator, check=False)
+            loss_l, stats = pixel_anchor_loss(anchors, present, e, y, negs, self.temperature, self.max_samples,
+                                              random_fill=self.random_fill and negs is not None,
+                                              per_class_mean=self.per_class_mean, ignore_index=self.ignore_index,
+                                              generator=generator, check=False)
             pa = pa + lw * loss_l
             out[f"pa_{l}"] = loss_l.detach()
-            out.update({f"{k}_{l}": v for k, v in stats.items() if k in ("anchors", "negatives", "hard")})
+            out.update({f"{k}_{l}": stats[k] for k in ("anchors", "negatives", "hard")})
+            samples.append(stats["samples"])
         out["pa"] = pa.detach()
-        out["total"] = ce + self.weight * pa
+        out["total"] = ce + self.loss_weight * pa
+        if return_samples: out["samples"] = samples
         return out
-
-# %% ../nbs/07_loss.ipynb #c124a4b6
-LOSSES = {"ce": SegCELoss, "contextrast": ContextrastLoss}

@@ -3,20 +3,33 @@
     python tools/nb.py build SRC.py NB.ipynb   # percent-format script -> notebook, then run it
     python tools/nb.py run NB.ipynb [...]      # execute top to bottom in place, keep outputs and counts
     python tools/nb.py check [NB.ipynb ...]    # every output has an execution count, metadata is clean
+    python tools/nb.py script NB.ipynb SRC.py  # notebook -> percent-format script (sources only), to edit and build
 
 Percent format: a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell whose
 lines carry a leading `# `. Notebooks run with the working directory `nbs/`, as nbval runs them.
 
 nbdev's own cleaner nulls execution counts, which makes strict nbval fail every cell with output;
 this runner keeps the counts and strips only volatile metadata (timings, kernel versions).
+
+A cell whose source holds the line `# REAL_DATA` shows a real dataset when one is on disk: it runs,
+but its outputs are never stored (a clone has no data, and dataset images stay out of the
+repository); pair it with `# NBVAL_IGNORE_OUTPUT`. `check` fails on a stored output of such a cell,
+on outputs without an execution count, on stored errors, and on notebooks over the size budget
+(each at most 1 MB, all of them together at most 5 MB), naming the notebook and its largest cells.
 """
-import hashlib, sys, time
+import hashlib, os, sys, time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
 KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+REAL_DATA = "# REAL_DATA"
+NOTEBOOK_BUDGET, TOTAL_BUDGET = 1_000_000, 5_000_000     # bytes
+
+
+def is_real_data(cell) -> bool:
+    return cell.cell_type == "code" and any(l.strip() == REAL_DATA for l in cell.source.splitlines())
 
 
 def from_percent(text):
@@ -43,11 +56,23 @@ def from_percent(text):
     return cells
 
 
+def to_percent(nb) -> str:
+    "The percent-format script of a notebook's sources (the inverse of `from_percent`)."
+    out = []
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            out.append("# %% [markdown]\n" + "\n".join(f"# {l}" if l else "#" for l in c.source.splitlines()))
+        else:
+            out.append("# %%\n" + c.source)
+    return "\n\n".join(out) + "\n"
+
+
 def clean(nb, name):
     "Deterministic ids, no volatile metadata."
     nb.metadata = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
     for i, c in enumerate(nb.cells):
         c.id = hashlib.sha1(f"{name}:{i}".encode()).hexdigest()[:8]
+        if is_real_data(c): c.outputs, c.execution_count = [], None
         keep = {k: v for k, v in c.metadata.items() if k in ("tags",)}
         c.metadata = keep
         for o in c.get("outputs", []):
@@ -73,15 +98,30 @@ def build(src, dst):
     run(dst)
 
 
-def check(paths):
-    bad = 0
+def _cell_bytes(cell) -> int:
+    return len(nbformat.writes(nbformat.v4.new_notebook(cells=[cell])))
+
+
+def check(paths, budget: bool = True):
+    bad, total = 0, 0
     for p in paths:
         nb = nbformat.read(p, as_version=4)
+        size = os.path.getsize(p)
+        total += size
         for i, c in enumerate(nb.cells):
             if c.cell_type == "code" and c.outputs and c.execution_count is None:
                 print(f"{p}: cell {i} has outputs but no execution count"); bad += 1
             if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.outputs):
                 print(f"{p}: cell {i} stored an error"); bad += 1
+            if is_real_data(c) and c.outputs:
+                print(f"{p}: cell {i} is marked {REAL_DATA} but stored outputs (run it with tools/nb.py run)"); bad += 1
+        if budget and size > NOTEBOOK_BUDGET:
+            cells = sorted(((_cell_bytes(c), i) for i, c in enumerate(nb.cells)), reverse=True)[:3]
+            shown = ", ".join(f"cell {i} {n / 1e3:.0f} kB" for n, i in cells)
+            print(f"{p}: {size / 1e6:.2f} MB, over the {NOTEBOOK_BUDGET / 1e6:.0f} MB budget of a notebook "
+                  f"(largest: {shown})"); bad += 1
+    if budget and total > TOTAL_BUDGET:
+        print(f"the notebooks weigh {total / 1e6:.2f} MB together, over the {TOTAL_BUDGET / 1e6:.0f} MB budget"); bad += 1
     return bad
 
 
@@ -90,6 +130,9 @@ if __name__ == "__main__":
     if cmd == "build": build(*args)
     elif cmd == "run":
         for a in args: run(a)
+    elif cmd == "script":
+        src, dst = args
+        Path(dst).write_text(to_percent(nbformat.read(src, as_version=4)))
     elif cmd == "check":
         paths = args or sorted(str(p) for p in Path(__file__).resolve().parents[1].joinpath("nbs").glob("*.ipynb"))
         sys.exit(1 if check(paths) else 0)
