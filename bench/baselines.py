@@ -47,17 +47,18 @@ def batch(device, B=8, C=19, D=256, H=256, W=512, seed=0):
 
 
 def make_loss(name, C=19, D=256):
-    from contextrast.baselines import BASELINES
+    import contextrast.baselines  # noqa: F401  (registers the peers)
+    from contextrast.loss import build_loss
     from contextrast.loss import ContextrastLoss, SegCELoss
     if name == "ce only": return SegCELoss(C)
     if name == "contextrast": return ContextrastLoss(C)
     if name == "contrastiveseg + banks":
-        loss = BASELINES["contrastiveseg"](C, dim=D, memory_size=5000)
+        loss = build_loss("contrastiveseg", C, embed_dim=D, memory_size=5000)
         # full banks: the steady state of a long run
         loss.pixel_queue.copy_(F.normalize(torch.randn_like(loss.pixel_queue), dim=2)); loss.pixel_len.fill_(5000)
         loss.segment_queue.copy_(F.normalize(torch.randn_like(loss.segment_queue), dim=2)); loss.segment_len.fill_(5000)
         return loss
-    return BASELINES[name](C, dim=D) if name != "multiscale_contrast" else BASELINES[name](C)
+    return build_loss(name, C, embed_dim=D) if name != "multiscale_contrast" else build_loss(name, C)
 
 
 def status_mb(field):

@@ -18,7 +18,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from contextrast.core import dataset_root
-from contextrast.data import CamVid, RandomScale, ToyScenes, read_image, read_label, train_transform
+from contextrast.data import CamVid, RandomScale, read_image, read_label, train_transform
+from contextrast.toys import ToyScenes
 
 
 def throughput(ds, workers: int, images: int, batch: int) -> float:

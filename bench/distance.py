@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from contextrast.distance import distance_transform
-from contextrast.error_maps import class_error_maps, corrupt_prediction
+from contextrast.error_maps import class_error_maps
+from contextrast.toys import corrupt_prediction
 
 B, C = 8, 19
 SIZES = [(128, 256), (64, 128), (32, 64), (16, 32)]
@@ -38,7 +39,7 @@ def street_batch(seed=0, H=512, W=1024, present=11):
     pred = corrupt_prediction(coarse, shift=(1, 1))
     for b in range(B):  # wrong blobs: up to two classes per image grown over their neighbours
         for c in torch.randint(C, (2,), generator=g).tolist():
-            grown = corrupt_prediction(coarse[b:b + 1], shift=(0, 0), grow=c, kernel=5)
+            grown = corrupt_prediction(coarse[b:b + 1], shift=(0, 0), grown_class=c, kernel=5)
             pred[b] = torch.where(grown[0] == c, grown[0], pred[b])
     return labels, pred
 

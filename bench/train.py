@@ -26,7 +26,8 @@ import torch
 
 
 def _trainer(loss, args, out):
-    from contextrast.train import Config, Trainer
+    from contextrast.config import Config
+    from contextrast.trainer import Trainer
     cfg = Config(loss=loss, model=args.model, batch_size=args.batch, crop_size=(args.crop, args.crop),
                  threads=args.threads, workers=0, device="cpu", out_dir=out)
     return Trainer(cfg, verbose=False)
@@ -35,7 +36,7 @@ def _trainer(loss, args, out):
 def _batches(trainer, n):
     "`n` training batches of the trainer's own stream (augmented ToyScenes crops)."
     from torch.utils.data import DataLoader
-    from contextrast.train import SeededDraws, TrainStream
+    from contextrast.distributed import SeededDraws, TrainStream
     stream = TrainStream(len(trainer.train_set), trainer.local_batch, seed=0)
     loader = iter(DataLoader(SeededDraws(trainer.train_set), batch_sampler=stream))
     return [next(loader) for _ in range(n)]

@@ -400,7 +400,7 @@ def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
     "Every BatchNorm of `model` (heads included) as a SyncBatchNorm with the same parameters and statistics, for DDP."
     return nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
 
-# %% ../nbs/08_models.ipynb #cfe14ce3
+# %% ../nbs/08_models.ipynb #de64c146
 def cpu_latency(net: nn.Module, size=(360, 480), repeats: int = 1, warmup: int = 0) -> float:
     "Median seconds of `repeats` eval, no-grad forwards of `net` on a `[1, 3, H, W]` input (after `warmup` untimed ones)."
     x = torch.randn(1, 3, *size, device=next(net.parameters()).device)

@@ -26,8 +26,8 @@ def _batch():
 
 def _losses():
     # every pixel of every (image, class) enters the pixel queue, so its content is not random
-    seg = ContrastiveSegLoss(C, dim=D, min_views=1, memory_size=256, pixel_update_freq=10**4)
-    return seg, RegionContrastLoss(C, dim=D, momentum=0.5)
+    seg = ContrastiveSegLoss(C, embed_dim=D, min_views=1, memory_size=256, pixel_update_freq=10**4)
+    return seg, RegionContrastLoss(C, embed_dim=D, momentum=0.5)
 
 
 def _worker(rank, world, port, out):
@@ -77,7 +77,7 @@ def test_two_ranks_hold_the_same_banks_and_centres():
     assert int(seg0["segment_len"][C - 1]) == 0 and int(seg0["segment_len"][0]) > 0
 
     # the region memory is the one a single process computes on the whole batch, twice
-    region = RegionContrastLoss(C, dim=D, momentum=0.5)
+    region = RegionContrastLoss(C, embed_dim=D, momentum=0.5)
     for _ in range(2): region(torch.zeros(B, C, 4, 4), [e], labels)
     torch.testing.assert_close(reg0["centres"], region.centres)
     assert torch.equal(reg0["seen"], region.seen) and not bool(region.seen[-1])

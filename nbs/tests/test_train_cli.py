@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from contextrast import evaluate, train
-from contextrast.train import read_checkpoint
+from contextrast.checkpoint import read_checkpoint
+from contextrast.cli import eval_main, train_main
 
 TINY = ["--iterations", "2", "--batch", "2", "--crop", "32", "--val-interval", "0", "--embed-dim", "8",
         "--max-samples", "32", "--model", "deeplabv3_r18_tiny", "--device", "cpu", "--no-progress", "--val-size", "8",
@@ -30,7 +30,7 @@ def _one_line_error(capsys, run, *needles):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert train.main(TINY + ["--out", str(out)]) == 0
+    assert train_main(TINY + ["--out", str(out)]) == 0
     return out / "last.pt"
 
 
@@ -38,39 +38,39 @@ def test_training_prints_the_metrics_table(checkpoint, capsys):
     ckpt = read_checkpoint(checkpoint)
     assert ckpt["iteration"] == 2 and ckpt["model_name"] == "deeplabv3_r18_tiny"
     assert (checkpoint.parent / "config.json").exists() and (checkpoint.parent / "train.csv").exists()
-    assert evaluate.main(["--checkpoint", str(checkpoint), "--save", "2"]) == 0
+    assert eval_main(["--checkpoint", str(checkpoint), "--save", "2"]) == 0
     out = capsys.readouterr().out
     assert "mean" in out and "B-IoU@5" in out and "pixel accuracy" in out
     assert len(list((checkpoint.parent / "eval_toy_val").glob("*_panel.png"))) == 2
 
 
 def test_bad_arguments_are_one_line(checkpoint, tmp_path, capsys):
-    _one_line_error(capsys, lambda: train.main(["--dataset", "mnist"]), "mnist")
-    _one_line_error(capsys, lambda: train.main(["--model", "vgg16"]), "vgg16")
-    _one_line_error(capsys, lambda: train.main(["--amp", "fp8"]), "fp8")
-    _one_line_error(capsys, lambda: train.main(["--dataset", "camvid", "--root", str(tmp_path / "nowhere")]), "nowhere")
-    _one_line_error(capsys, lambda: train.main(["--loss", "focal"]), "focal")
+    _one_line_error(capsys, lambda: train_main(["--dataset", "mnist"]), "mnist")
+    _one_line_error(capsys, lambda: train_main(["--model", "vgg16"]), "vgg16")
+    _one_line_error(capsys, lambda: train_main(["--amp", "fp8"]), "fp8")
+    _one_line_error(capsys, lambda: train_main(["--dataset", "camvid", "--root", str(tmp_path / "nowhere")]), "nowhere")
+    _one_line_error(capsys, lambda: train_main(["--loss", "focal"]), "focal")
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error(capsys, lambda: train.main(["--dataset", "camvid", "--root", str(empty)]), "data/README.md")
-    _one_line_error(capsys, lambda: train.main(["--resume", str(tmp_path / "none.pt")]), "none.pt")
-    _one_line_error(capsys, lambda: train.main(["--resume", str(checkpoint), "--model", "hrnet_w18_small"]),
+    _one_line_error(capsys, lambda: train_main(["--dataset", "camvid", "--root", str(empty)]), "data/README.md")
+    _one_line_error(capsys, lambda: train_main(["--resume", str(tmp_path / "none.pt")]), "none.pt")
+    _one_line_error(capsys, lambda: train_main(["--resume", str(checkpoint), "--model", "hrnet_w18_small"]),
                     "deeplabv3_r18_tiny")
-    _one_line_error(capsys, lambda: evaluate.main([]), "--checkpoint")
-    _one_line_error(capsys, lambda: evaluate.main(["--checkpoint", str(tmp_path / "none.pt")]), "none.pt")
-    _one_line_error(capsys, lambda: evaluate.main(["--checkpoint", str(checkpoint), "--model", "hrnet_w18_small"]),
+    _one_line_error(capsys, lambda: eval_main([]), "--checkpoint")
+    _one_line_error(capsys, lambda: eval_main(["--checkpoint", str(tmp_path / "none.pt")]), "none.pt")
+    _one_line_error(capsys, lambda: eval_main(["--checkpoint", str(checkpoint), "--model", "hrnet_w18_small"]),
                     "deeplabv3_r18_tiny")
     # a checkpoint whose weights belong to another network
     ckpt = torch.load(checkpoint, weights_only=True)
     ckpt["model_name"] = ckpt["config"]["model"] = "hrnet_w18_small"
     torch.save(ckpt, tmp_path / "other.pt")
-    _one_line_error(capsys, lambda: evaluate.main(["--checkpoint", str(tmp_path / "other.pt")]), "do not fit")
-    _one_line_error(capsys, lambda: train.main(["--resume", str(tmp_path / "other.pt")]), "do not fit")
+    _one_line_error(capsys, lambda: eval_main(["--checkpoint", str(tmp_path / "other.pt")]), "do not fit")
+    _one_line_error(capsys, lambda: train_main(["--resume", str(tmp_path / "other.pt")]), "do not fit")
 
 
 def _run_until_training(out, extra=()):
     "Start a long CPU run in a subprocess; return it once it has logged a training row."
-    cmd = [sys.executable, "-c", "import sys; from contextrast.train import main; sys.exit(main())",
+    cmd = [sys.executable, "-m", "contextrast.train",
            *TINY, "--iterations", "100000", "--log-interval", "1", "--checkpoint-interval", "100000",
            "--out", str(out), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -99,16 +99,19 @@ def test_a_signal_stops_the_run_with_a_checkpoint(tmp_path, signum, group, capsy
     assert stopped >= 2 and ckpt["config"]["iterations"] == 100000
     assert not list(out.glob(".*.tmp"))
     # the run continues from there: one more iteration, then the end-of-run metrics
-    assert train.main(["--resume", str(out / "last.pt"), "--iterations", str(stopped + 1), "--no-progress"]) == 0
+    assert train_main(["--resume", str(out / "last.pt"), "--iterations", str(stopped + 1), "--no-progress"]) == 0
     assert read_checkpoint(out / "last.pt")["iteration"] == stopped + 1
     assert "mean" in capsys.readouterr().out
 
 
 def test_a_non_finite_loss_names_the_iteration(tmp_path, capsys):
     # a learning rate this large makes the weights, then the loss, overflow within a few steps
-    args = TINY + ["--iterations", "50", "--lr", "1e30", "--out", str(tmp_path / "nan"), "--loss", "ce"]
-    assert train.main(args) == 1
+    # cross-entropy takes no --max-samples: the command line refuses a flag the chosen loss would ignore
+    tiny_ce = [a for i, a in enumerate(TINY) if "--max-samples" not in TINY[max(i - 1, 0):i + 1]]
+    args = tiny_ce + ["--iterations", "50", "--lr", "1e30", "--out", str(tmp_path / "nan"), "--loss", "ce"]
+    assert train_main(TINY + ["--loss", "ce"]) == 2 and "takes no --max-samples" in capsys.readouterr().err
+    assert train_main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("contextrast_train: non-finite loss at iteration") and "ce " in err[-1], err
     assert not any("Traceback" in line for line in err)
-    assert train.main(args + ["--skip-nonfinite"]) == 0
+    assert train_main(args + ["--skip-nonfinite"]) == 0

@@ -7,7 +7,9 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from contextrast.models import build_model
-from contextrast.train import Config, Trainer, read_checkpoint
+from contextrast.checkpoint import read_checkpoint
+from contextrast.config import Config
+from contextrast.trainer import Trainer
 
 from _ddp import free_port, torchrun_env
 
