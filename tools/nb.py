@@ -4,6 +4,7 @@
     python tools/nb.py run NB.ipynb [...]      # execute top to bottom in place, keep outputs and counts
     python tools/nb.py check [NB.ipynb ...]    # every output has an execution count, metadata is clean
     python tools/nb.py script NB.ipynb SRC.py  # notebook -> percent-format script (sources only), to edit and build
+    python tools/nb.py readme                  # README.md from nbs/README.ipynb (the one source of both)
 
 Percent format: a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell whose
 lines carry a leading `# `. Notebooks run with the working directory `nbs/`, as nbval runs them.
@@ -16,6 +17,10 @@ but its outputs are never stored (a clone has no data, and dataset images stay o
 repository); pair it with `# NBVAL_IGNORE_OUTPUT`. `check` fails on a stored output of such a cell,
 on outputs without an execution count, on stored errors, and on notebooks over the size budget
 (each at most 1 MB, all of them together at most 5 MB), naming the notebook and its largest cells.
+
+The README has one source, `nbs/README.ipynb` (settings.ini's `readme_nb`, what `nbdev_readme`
+renders): its markdown cells, joined by blank lines, are `README.md`. `readme` writes the file;
+`check` without arguments fails when the two differ.
 """
 import hashlib, os, sys, time
 from pathlib import Path
@@ -102,6 +107,16 @@ def _cell_bytes(cell) -> int:
     return len(nbformat.writes(nbformat.v4.new_notebook(cells=[cell])))
 
 
+ROOT = Path(__file__).resolve().parents[1]
+README_NB = ROOT / "nbs" / "README.ipynb"
+
+
+def readme_text() -> str:
+    "README.md as `nbs/README.ipynb` renders: its markdown cells joined by blank lines."
+    nb = nbformat.read(README_NB, as_version=4)
+    return "\n\n".join(c.source.strip() for c in nb.cells if c.cell_type == "markdown") + "\n"
+
+
 def check(paths, budget: bool = True):
     bad, total = 0, 0
     for p in paths:
@@ -133,7 +148,13 @@ if __name__ == "__main__":
     elif cmd == "script":
         src, dst = args
         Path(dst).write_text(to_percent(nbformat.read(src, as_version=4)))
+    elif cmd == "readme":
+        (ROOT / "README.md").write_text(readme_text())
     elif cmd == "check":
-        paths = args or sorted(str(p) for p in Path(__file__).resolve().parents[1].joinpath("nbs").glob("*.ipynb"))
-        sys.exit(1 if check(paths) else 0)
+        paths = args or sorted(str(p) for p in ROOT.joinpath("nbs").glob("*.ipynb"))
+        bad = check(paths)
+        if not args and (ROOT / "README.md").read_text() != readme_text():
+            print("README.md differs from nbs/README.ipynb, its source: edit the notebook, then run tools/nb.py readme")
+            bad += 1
+        sys.exit(1 if bad else 0)
     else: print(__doc__)
