@@ -31,9 +31,9 @@ from .trainer import Trainer
 
 # %% auto #0
 __all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'Study', 'add_study', 'run_key', 'code_fingerprint', 'git_commit',
-           'peak_memory_mb', 'image_confusions', 'iou_of', 'run_one', 'command_of', 'run_study', 'collect', 'read_runs',
-           'paired_bootstrap', 'load_confusions', 'summarize', 'summary_table', 'check_study', 'plot_study',
-           'study_parser', 'main']
+           'peak_memory_mb', 'image_confusions', 'iou_of', 'run_one', 'arm_command', 'command_of', 'run_study',
+           'collect', 'read_runs', 'paired_bootstrap', 'load_confusions', 'summarize', 'summary_table', 'check_study',
+           'plot_study', 'study_parser', 'main']
 
 # %% ../nbs/20_experiments.ipynb #afbd911d
 @dataclass
@@ -160,6 +160,16 @@ def run_one(cfg: Config, run_dir, verbose: bool = False) -> dict:
 
 # %% ../nbs/20_experiments.ipynb #062b68d4
 def _run_dir(runs_root, cfg) -> Path: return Path(runs_root) / run_key(cfg)
+
+
+def arm_command(study: Study, arm: str, preset: str = "cityscapes", gpus: int = 8) -> str:
+    "The `torchrun` command that trains `arm` of `study` at paper scale (the `preset`'s recipe) on `gpus` GPUs."
+    from contextrast.config import flag_of
+    parts = []
+    for k, v in {**study.base, **study.arms[arm]}.items():
+        if isinstance(v, bool): parts.append(flag_of(k) if v else "--no-" + k.replace("_", "-"))
+        else: parts.append(f"{flag_of(k)} {' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}")
+    return f"torchrun --nproc_per_node {gpus} -m contextrast.train --preset {preset} " + " ".join(parts)
 
 
 def command_of(study: Study, arm: str, seed: int, mode: str) -> str:
@@ -380,6 +390,10 @@ def main(argv=None) -> int:
         return 2
     study = STUDIES[a.name]
     mode = "smoke" if a.smoke else "full" if a.full else "default"
+    if mode == "full" and not study.full:
+        print(f"contextrast_study: error: study {study.name} has no paper-scale version here; train its arms with "
+              f"`{arm_command(study, study.reference)}` (and the other arms' flags)", file=sys.stderr)
+        return 2
     if a.check:
         problems = check_study(study, a.out, mode)
         for p in problems: print(f"{study.name}: {p}")
@@ -408,3 +422,26 @@ add_study(Study(
           "semi_hard": dict(loss="contextrast", sampling="semi_hard"), "random": dict(loss="contextrast", sampling="random")},
     seeds=(0, 1, 2, 3, 4), reference="ce",
     smoke=dict(iterations=12, batch_size=4, val_interval=0, checkpoint_interval=6, val_size=8, max_samples=64)))
+
+# %% ../nbs/20_experiments.ipynb #bd02276c
+_TOY_SMOKE = STUDIES["toy"].smoke
+add_study(Study(
+    "ablation_components", description="Table 6 on ToyScenes, and the choices the paper leaves open",
+    arms={"ce": dict(loss="ce"), "random": dict(loss="contextrast", sampling="random"),
+          "semi_hard": dict(loss="contextrast", sampling="semi_hard"), "contextrast": dict(loss="contextrast"),
+          "no_fusion": dict(loss="contextrast", fusion=False), "pooled_mean": dict(loss="contextrast", per_class_mean=False),
+          "normalized_anchors": dict(loss="contextrast", normalize_anchors=True),
+          "no_random_fill": dict(loss="contextrast", random_fill=False)},
+    seeds=(0, 1, 2, 3, 4), reference="ce", smoke=_TOY_SMOKE))
+# Table 7: CCL with random negatives (the paper's 81.88 at β = 0.7 is its Table 6 "CCL" row), α = 1 − β
+add_study(Study(
+    "ablation_fusion", description="Table 7 on ToyScenes: the fusion weight β (α = 1 − β), random negatives",
+    arms={"ce": dict(loss="ce"), **{f"beta_{b}": dict(loss="contextrast", sampling="random", alpha=a, beta=b)
+                                    for b, a in ((0.0, 1.0), (0.3, 0.7), (0.5, 0.5), (0.7, 0.3), (1.0, 0.0))}},
+    seeds=(0, 1, 2), reference="ce", smoke=_TOY_SMOKE))
+# Table 8: BANE's share of each class's error pixels (0: no boundary negatives, random fill only)
+add_study(Study(
+    "ablation_bane_ratio", description="Table 8 on ToyScenes: BANE's ratio",
+    arms={"ce": dict(loss="ce"), **{f"ratio_{int(100 * r)}": dict(loss="contextrast", ratio=r)
+                                    for r in (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)}},
+    seeds=(0, 1, 2), reference="ce", smoke=_TOY_SMOKE))

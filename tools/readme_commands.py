@@ -40,7 +40,8 @@ def cpu_form(command: str) -> list[str] | None:
         i = argv.index("-m")
         argv = [sys.executable, "-m", argv[i + 1], *argv[i + 2:]]
     if argv == ["contextrast_train"]: return argv                                  # the main job, as written
-    if "contextrast_train" in argv[:1] or argv[1:3] == ["-m", "contextrast.train"]: return argv + ["--print-config"]
+    if "contextrast_train" in argv[:1] or argv[1:3] == ["-m", "contextrast.train"]:
+        return argv + ([] if "--print-config" in argv else ["--print-config"])
     if "contextrast_eval" in argv[:1] or argv[1:3] == ["-m", "contextrast.evaluate"]: return argv[:1] + ["--help"]
     raise ValueError(f"the README command {command!r} has no CPU form here: add one to tools/readme_commands.py")
 
