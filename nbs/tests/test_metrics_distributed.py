@@ -4,7 +4,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from contextrast.metrics import BoundaryIoU, ConfusionMatrix, InstanceIoU
+from contextrast.metrics import BoundaryIoU, ConfusionMatrix, InstanceIoU, ObjectScaleIoU
 
 from _ddp import free_port, init_gloo
 
@@ -25,7 +25,9 @@ def _batch():
 
 
 def _metrics():
-    return [ConfusionMatrix(C), BoundaryIoU(C, (1, 3)), BoundaryIoU(C, (2,), mode="trimap"), InstanceIoU()]
+    # object-scale bounds small enough that this batch's 4x4 blocks, its cars and its persons fall in different groups
+    return [ConfusionMatrix(C), BoundaryIoU(C, (1, 3)), BoundaryIoU(C, (2,), mode="trimap"), InstanceIoU(),
+            ObjectScaleIoU(C, areas=(16, 40, 96))]
 
 
 def _update(metrics, pred, labels, instances):
@@ -57,3 +59,5 @@ def test_two_ranks_hold_the_single_process_counts():
                 if want.dtype.is_floating_point: torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
                 else: assert torch.equal(got, want)
     assert whole[0].matrix.sum() > 0 and whole[3].state[1].sum() > 0
+    objects = whole[4].state[1].sum(1)                              # objects per scale group
+    assert (objects > 0).sum() >= 2, objects
