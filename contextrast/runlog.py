@@ -20,7 +20,7 @@ from .core import colorize
 from .evaluate import show_image
 
 # %% auto #0
-__all__ = ['RunLog', 'read_log', 'Progress', 'plot_curves', 'plot_predictions']
+__all__ = ['RunLog', 'read_log', 'Progress', 'plot_curves', 'plot_predictions', 'figure_image']
 
 # %% ../nbs/15_runlog.ipynb #0b4fbe76
 class RunLog:
@@ -144,3 +144,12 @@ def plot_predictions(model: nn.Module, dataset, palette, indices=(0, 1, 2), devi
                                 ("image", "labels", "prediction")):
             a.imshow(im); a.set_title(title, fontsize=9); a.axis("off")
     return fig
+
+# %% ../nbs/15_runlog.ipynb #638e6a50
+def figure_image(fig, dpi: int = 80):
+    "An IPython PNG image of the `matplotlib.figure.Figure` `fig`, for a notebook to show."
+    import io
+    from IPython.display import Image
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return Image(buf.getvalue())
