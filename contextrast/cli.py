@@ -21,7 +21,6 @@ from .config import (AMP_MODES, PAPER_SCALES, PRESETS, Config, add_config_flags,
 from .data import DATASETS, build_dataset, eval_transform
 from .distributed import close_distributed, setup_distributed
 from .evaluate import evaluate, metrics_table
-from .loss import LOSSES
 from .models import MODELS
 from .trainer import NonFiniteLossError, Trainer
 
@@ -59,11 +58,9 @@ def _trainer_config(args: dict) -> tuple[Config, Path | None]:
     resume, preset = args.pop("resume", None), args.pop("preset", None)
     root = args.get("root")
     if root is not None and not Path(root).is_dir(): raise ValueError(f"--root {root}: no such directory")
-    if "loss" in args and args["loss"] not in LOSSES:
-        raise ValueError(f"unknown loss {args['loss']!r}; choose from {', '.join(sorted(LOSSES))}")
     if resume is None:
         cfg = config_from_options(args, preset).check()
-        unused = unused_loss_fields(cfg, args)              # flags given that the chosen loss would ignore
+        unused = unused_loss_fields(cfg, args)              # an unknown loss, or flags the chosen loss would ignore
         if unused: raise ValueError(f"the {cfg.loss} loss takes no {', '.join(flag_of(f) for f in unused)}")
         return cfg, None
     path = Path(resume) if resume else config_from_options(args, preset).run_dir() / "last.pt"

@@ -119,9 +119,9 @@ def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") 
         image, labels = image[None].to(device), labels[None].to(device)
         with autocast(device, cfg.amp):
             pred = predict(net, image, cfg.eval_scales, cfg.eval_flip, cfg.eval_mode, crop).argmax(1)
-        mats.append(confusion_counts(pred, labels, num_classes, cfg.ignore_index).cpu())
+        mats.append(confusion_counts(pred, labels, num_classes, cfg.ignore_index))
         bd.update(pred, labels)
-    return {"confusions": torch.stack(mats).numpy(), "boundary": bd.compute()}
+    return {"confusions": torch.stack(mats).cpu().numpy(), "boundary": bd.compute()}     # one copy to the host
 
 
 def iou_of(confusion) -> np.ndarray:
@@ -187,7 +187,8 @@ def run_study(study: Study, mode: str = "default", arms=None, seeds=None, jobs: 
     t0 = time.perf_counter()
     if jobs <= 1:
         for n, (a, s) in enumerate(pending, 1):
-            run_one(study.config(a, s, mode), _run_dir(runs_root, study.config(a, s, mode)))
+            cfg = study.config(a, s, mode)
+            run_one(cfg, _run_dir(runs_root, cfg))
             if verbose: print(f"  [{n}/{len(pending)}] {a} seed {s} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     else:
         queue, active, n = list(pending), [], 0
