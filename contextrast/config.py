@@ -153,6 +153,11 @@ PRESETS = {
     # crop (the whole image), batch, iterations: original paper, Sec. 4; lr 2e-2, weight decay: follow-up
     "camvid": dict(_GPU, dataset="camvid", model="hrnet_w48", crop_size=(360, 480), batch_size=16,
                    iterations=6_000, lr=0.02, weight_decay=5e-4, val_interval=500, checkpoint_interval=500),
+    # this project's CPU study on real CamVid (notebook 21): FPN-ResNet-18 from scratch, half-size crops, bf16;
+    # lr, budget and validation ours, sized to train two runs side by side on a 2-core CPU in about 45 minutes
+    "camvid_cpu": dict(dataset="camvid", model="fpn_r18", crop_size=(180, 240), batch_size=8, iterations=2_500,
+                       lr=0.05, weight_decay=5e-4, embed_dim=256, amp="bf16", workers=0, val_interval=500,
+                       val_size=0, val_batch_size=8, checkpoint_interval=250, log_interval=50),
     # crop, batch, iterations: original paper, Sec. 4; lr, weight decay: follow-up
     "ade20k": dict(_GPU, dataset="ade20k", model="hrnet_w48", crop_size=(512, 512), batch_size=12,
                    iterations=80_000, lr=0.01, weight_decay=5e-4),

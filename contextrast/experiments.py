@@ -446,3 +446,10 @@ add_study(Study(
     arms={"ce": dict(loss="ce"), **{f"ratio_{int(100 * r)}": dict(loss="contextrast", ratio=r)
                                     for r in (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)}},
     seeds=(0, 1, 2), reference="ce", smoke=_TOY_SMOKE))
+
+# %% ../nbs/20_experiments.ipynb #3eb05fcb
+add_study(Study(
+    "camvid_cpu", description="CE vs Contextrast on real CamVid: FPN-ResNet-18 from scratch, 2 500 iterations, all 101 val images",
+    preset="camvid_cpu", arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
+    seeds=(0, 1, 2), reference="ce",
+    smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))

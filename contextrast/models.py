@@ -24,10 +24,11 @@ _logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['HRNET_CONFIGS', 'MODELS', 'ProjectionHead', 'dilate_', 'resnet18_trunk', 'DeepLabV3', 'deeplabv3_r101',
-           'deeplabv3_r18', 'deeplabv3_r18_tiny', 'HighResolutionModule', 'HRNetV2Backbone', 'HRNetV2', 'hrnet_w48',
-           'hrnet_w18_small', 'hrnet_w18_small_v2', 'count_macs', 'object_region_representations',
-           'ObjectAttentionBlock', 'SpatialOCR', 'OCRNet', 'ocrnet_w48', 'ContextrastModel', 'list_models',
-           'build_network', 'build_model', 'PretrainedKeys', 'load_backbone', 'convert_sync_batchnorm', 'cpu_latency']
+           'deeplabv3_r18', 'deeplabv3_r18_tiny', 'FPN', 'fpn_r18', 'HighResolutionModule', 'HRNetV2Backbone',
+           'HRNetV2', 'hrnet_w48', 'hrnet_w18_small', 'hrnet_w18_small_v2', 'count_macs',
+           'object_region_representations', 'ObjectAttentionBlock', 'SpatialOCR', 'OCRNet', 'ocrnet_w48',
+           'ContextrastModel', 'list_models', 'build_network', 'build_model', 'PretrainedKeys', 'load_backbone',
+           'convert_sync_batchnorm', 'cpu_latency']
 
 # %% ../nbs/08_models.ipynb #56d0c7ec
 class ProjectionHead(nn.Sequential):
@@ -114,6 +115,44 @@ def deeplabv3_r18_tiny(num_classes: int) -> DeepLabV3:
     return deeplabv3_r18(num_classes, width=16, aspp_width=64)
 
 # %% ../nbs/08_models.ipynb #af405728
+class FPN(nn.Module):
+    "Semantic FPN on an undilated ResNet `trunk` (output stride 32): top-down pyramid of width `width`, summed at stride 4."
+    output_stride, stage_strides, aux_weight = 4, (4, 8, 16, 32), 0.0
+
+    def __init__(self, trunk: nn.Module, stage_channels, num_classes: int, width: int = 128, channels_last: bool = True):
+        super().__init__()
+        self.stage_channels, self.channels_last = tuple(stage_channels), channels_last
+        self.backbone = IntermediateLayerGetter(trunk, {f"layer{i}": f"layer{i}" for i in range(1, 5)})
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in self.stage_channels)
+        self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                                  nn.BatchNorm2d(width), nn.ReLU()) for _ in self.stage_channels)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+        if channels_last: self.to(memory_format=torch.channels_last)
+
+    def forward_stages(self, x: torch.Tensor) -> dict:
+        "`x: [B, 3, H, W]` → `{'logits': [B, K, H/4, W/4], 'features': [layer1..layer4 outputs at /4, /8, /16, /32]}`."
+        if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+        features = list(self.backbone(x).values())
+        p = self.lateral[-1](features[-1])
+        pyramid = [p]
+        for f, lateral in zip(features[-2::-1], list(self.lateral)[-2::-1]):
+            p = lateral(f) + F.interpolate(p, size=f.shape[-2:], mode="nearest")
+            pyramid.insert(0, p)
+        size = features[0].shape[-2:]
+        y = self.smooth[0](pyramid[0])
+        for smooth, p in zip(self.smooth[1:], pyramid[1:]):
+            y = y + F.interpolate(smooth(p), size=size, mode="bilinear", align_corners=False)
+        return {"logits": self.classifier(y), "features": features}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x)["logits"]
+
+
+def fpn_r18(num_classes: int) -> FPN:
+    "Semantic FPN (width 128) on the full-width, undilated ResNet-18 (64-128-256-512 channels): the CPU model for real data."
+    return FPN(resnet18_trunk(64), (64, 128, 256, 512), num_classes)
+
+# %% ../nbs/08_models.ipynb #fd333288
 HRNET_CONFIGS = {  # per stage: (modules, blocks per branch, channels per branch); stage 1 is Bottleneck
     "w48": ((1, (4,), (64,)), (1, (4, 4), (48, 96)), (4, (4, 4, 4), (48, 96, 192)),
             (3, (4, 4, 4, 4), (48, 96, 192, 384))),
@@ -230,7 +269,7 @@ def hrnet_w48(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w48"],
 def hrnet_w18_small(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w18_small_v1"], num_classes)
 def hrnet_w18_small_v2(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w18_small_v2"], num_classes)
 
-# %% ../nbs/08_models.ipynb #fd333288
+# %% ../nbs/08_models.ipynb #dafdca08
 def count_macs(net: nn.Module, size=(360, 480)) -> int:
     "Multiply-adds of one eval forward on `[1, 3, H, W]` (convolutions and matrix products); build `net` on the meta device to count for free."
     device = next(net.parameters()).device
@@ -240,7 +279,7 @@ def count_macs(net: nn.Module, size=(360, 480)) -> int:
     net.train(training)
     return counter.get_total_flops() // 2
 
-# %% ../nbs/08_models.ipynb #a404e2e5
+# %% ../nbs/08_models.ipynb #a15197f8
 def object_region_representations(x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     "f_k = Σ_i softmax_i(m_ki) x_i: `x: [B, C, h, w]`, `regions: [B, K, h, w]` → `[B, C, K, 1]`."
     weights = regions.flatten(2).softmax(dim=2)
@@ -314,7 +353,7 @@ class OCRNet(nn.Module):
 
 def ocrnet_w48(num_classes: int) -> OCRNet: return OCRNet(HRNET_CONFIGS["w48"], num_classes)
 
-# %% ../nbs/08_models.ipynb #2b00f400
+# %% ../nbs/08_models.ipynb #71651806
 class ContextrastModel(nn.Module):
     "A segmentation `net` plus training-only projection heads on its four encoder stages (embeddings at each stage's own size)."
     def __init__(self, net: nn.Module, embed_dim: int = 256):
@@ -343,7 +382,7 @@ class ContextrastModel(nn.Module):
 
 MODELS = {"deeplabv3_r101": deeplabv3_r101, "hrnet_w48": hrnet_w48, "ocrnet_w48": ocrnet_w48,
           "deeplabv3_r18": deeplabv3_r18, "deeplabv3_r18_tiny": deeplabv3_r18_tiny,
-          "hrnet_w18_small": hrnet_w18_small, "hrnet_w18_small_v2": hrnet_w18_small_v2}
+          "hrnet_w18_small": hrnet_w18_small, "hrnet_w18_small_v2": hrnet_w18_small_v2, "fpn_r18": fpn_r18}
 
 
 def list_models() -> list:
@@ -369,7 +408,7 @@ def build_model(name: str, num_classes: int, pretrained: str | Path | None = Non
     model.pretrained_keys = net.pretrained_keys
     return model
 
-# %% ../nbs/08_models.ipynb #664ad221
+# %% ../nbs/08_models.ipynb #236badcc
 class PretrainedKeys(NamedTuple):
     "What `load_backbone` did: backbone keys left at initialisation, file keys unused, file keys with another shape."
     missing: list
@@ -395,12 +434,12 @@ def load_backbone(net: nn.Module, path: str | Path) -> PretrainedKeys:
                 len(own), path, len(report.missing), len(report.unexpected), len(report.mismatched))
     return report
 
-# %% ../nbs/08_models.ipynb #0f9312d1
+# %% ../nbs/08_models.ipynb #bec58c9b
 def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
     "Every BatchNorm of `model` (heads included) as a SyncBatchNorm with the same parameters and statistics, for DDP."
     return nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
 
-# %% ../nbs/08_models.ipynb #de64c146
+# %% ../nbs/08_models.ipynb #5fc9677e
 def cpu_latency(net: nn.Module, size=(360, 480), repeats: int = 1, warmup: int = 0) -> float:
     "Median seconds of `repeats` eval, no-grad forwards of `net` on a `[1, 3, H, W]` input (after `warmup` untimed ones)."
     x = torch.randn(1, 3, *size, device=next(net.parameters()).device)
