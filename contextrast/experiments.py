@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import csv
 import hashlib
 import json
@@ -30,10 +31,11 @@ from .metrics import BoundaryIoU, confusion_counts
 from .trainer import Trainer
 
 # %% auto #0
-__all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'Study', 'add_study', 'run_key', 'code_fingerprint', 'git_commit',
-           'peak_memory_mb', 'image_confusions', 'iou_of', 'run_one', 'arm_command', 'command_of', 'run_study',
-           'collect', 'read_runs', 'paired_bootstrap', 'load_confusions', 'summarize', 'summary_table', 'check_study',
-           'plot_study', 'study_parser', 'main']
+__all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'Study', 'add_study', 'run_key', 'source_units', 'code_units',
+           'code_fingerprint', 'code_changes', 'git_commit', 'peak_memory_mb', 'image_confusions', 'iou_of', 'run_one',
+           'arm_command', 'command_of', 'run_study', 'collect', 'units_at', 'read_code', 'record_code', 'read_runs',
+           'paired_bootstrap', 'load_confusions', 'summarize', 'summary_table', 'check_study', 'plot_study',
+           'study_parser', 'main']
 
 # %% ../nbs/20_experiments.ipynb #afbd911d
 @dataclass
@@ -83,12 +85,78 @@ def run_key(cfg: Config) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def code_fingerprint(modules=MEASURED_MODULES) -> str:
-    "12 hex digits of the syntax trees of `contextrast.<m>` for `m` in `modules`."
+def _is_docstring(node) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _digest(node) -> str:
+    "12 hex digits of `node`'s syntax tree with every docstring in it left out."
+    node = copy.deepcopy(node)
+    for n in ast.walk(node):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body and _is_docstring(n.body[0]):
+            n.body = n.body[1:] or [ast.Pass()]
+    return hashlib.sha1(ast.dump(node).encode()).hexdigest()[:12]
+
+
+def _bound_names(node) -> list[str] | None:
+    "The names a plain assignment binds (`a = ...`, `a, b = ...`, `a: T = ...`); None for anything else."
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    names = []
+    for t in targets:
+        for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+            if not isinstance(e, ast.Name): return None
+            names.append(e.id)
+    return names or None
+
+
+def source_units(source: str, module: str) -> dict[str, str]:
+    "Units of one module's `source`: `module.name` (or `module:digest` for other statements) → digest."
+    units = {}
+
+    def put(name, node):
+        key, n = f"{module}.{name}", 2
+        while key in units: key, n = f"{module}.{name}#{n}", n + 1
+        units[key] = _digest(node)
+
+    for node in ast.parse(source).body:
+        if _is_docstring(node): continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): put(node.name, node)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                one = copy.copy(node); one.names = [a]
+                put(a.asname or a.name, one)
+        elif (names := _bound_names(node)) is not None and getattr(node, "value", None) is not None:
+            name = ",".join(names)
+            if name == "__all__": continue
+            v = node.value
+            if isinstance(v, ast.Dict) and all(isinstance(k, ast.Constant) for k in v.keys):
+                for k, e in zip(v.keys, v.values): put(f"{name}[{k.value!r}]", e)
+                shell = copy.copy(node); shell.value = ast.Dict(keys=[], values=[])
+                put(name, shell)
+            else: put(name, node)
+        else: units[f"{module}:{_digest(node)}"] = _digest(node)
+    return units
+
+
+def code_units(modules=MEASURED_MODULES, read=None) -> dict[str, str]:
+    "Units of `contextrast.<m>` for `m` in `modules`; `read(m)` gives a module's source (default: this checkout's)."
     root = Path(contextrast.__file__).parent
-    h = hashlib.sha1()
-    for m in modules: h.update(ast.dump(ast.parse((root / f"{m}.py").read_text())).encode())
-    return h.hexdigest()[:12]
+    read = read or (lambda m: (root / f"{m}.py").read_text())
+    return {k: v for m in modules for k, v in source_units(read(m), m).items()}
+
+
+def code_fingerprint(units: dict | None = None) -> str:
+    "12 hex digits naming the code `units` (default: this checkout's `code_units()`)."
+    units = code_units() if units is None else units
+    return hashlib.sha1(json.dumps(units, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def code_changes(old: dict, new: dict) -> list[str]:
+    "What in `new` code can change what `old` code measured (empty when nothing can)."
+    changed = [f"{k} {'changed' if k in new else 'removed'}" for k, v in old.items() if new.get(k) != v]
+    added = [f"a new statement in {k.split(':')[0]}" if ":" in k else f"{k.split('#')[0]} bound again"
+             for k in new if k not in old and (":" in k or "#" in k)]
+    return changed + added
 
 
 def git_commit(cwd=None) -> str:
@@ -100,7 +168,7 @@ def git_commit(cwd=None) -> str:
     except (OSError, subprocess.CalledProcessError): return "unknown"
     return sha[:12] + ("+dirty" if dirty.strip() else "")
 
-# %% ../nbs/20_experiments.ipynb #7622e6fb
+# %% ../nbs/20_experiments.ipynb #062b68d4
 def peak_memory_mb(device) -> float:
     "Peak memory of this process so far: CUDA allocations on a GPU, the resident set on a CPU."
     if torch.device(device).type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
@@ -154,11 +222,11 @@ def run_one(cfg: Config, run_dir, verbose: bool = False) -> dict:
            **{f"b_miou_{d}": float(v["miou"]) for d, v in ev["boundary"].items()},
            "train_seconds": seconds, "images_per_s": (cfg.iterations - start) * cfg.batch_size / max(seconds, 1e-9),
            "peak_memory_mb": peak_memory_mb(trainer.device), "device": str(trainer.device),
-           "commit": git_commit(), "code": code_fingerprint()}
+           "commit": git_commit(), "code": code_fingerprint(units := code_units()), "code_units": units}
     done.write_text(json.dumps(out, indent=1) + "\n")
     return out
 
-# %% ../nbs/20_experiments.ipynb #062b68d4
+# %% ../nbs/20_experiments.ipynb #8e18b923
 def _run_dir(runs_root, cfg) -> Path: return Path(runs_root) / run_key(cfg)
 
 
@@ -219,6 +287,7 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
     dest = Path(out) / study.name
     (dest / "confusions").mkdir(parents=True, exist_ok=True)
     rows = {(r["arm"], r["seed"], r["mode"]): r for r in read_runs(dest)} if (dest / "runs.csv").exists() else {}
+    units = {}                                             # fingerprint → code units, from the runs' result.json
     for a in (arms or study.arms):
         for s in (seeds if seeds is not None else study.seeds):
             cfg = study.config(a, s, mode)
@@ -227,6 +296,7 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
             res = json.loads((d / "result.json").read_text())
             old = rows.get((a, str(s), mode))
             if old is not None and old["key"] == res["key"] and old["code"] == res["code"]: continue   # already collected
+            if "code_units" in res: units[res["code"]] = res["code_units"]
             conf = np.load(d / "confusions.npz")["confusions"]
             np.savez_compressed(dest / "confusions" / f"{a}_{s}{'' if mode == 'default' else '_' + mode}.npz", confusions=conf)
             row = {"study": study.name, "arm": a, "seed": str(s), "mode": mode, "commit": res["commit"], "code": res["code"],
@@ -238,6 +308,7 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
                    **{f"iou_{c}": f"{v:.6f}" for c, v in zip(res["classes"], res["iou"])}}
             rows[(a, str(s), mode)] = row
     if rows:
+        record_code(dest, rows.values(), units)
         names = list(next(iter(rows.values())))
         with open(dest / "runs.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=names); w.writeheader()
@@ -250,11 +321,43 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
     return dest
 
 
+def units_at(commit: str, fingerprint: str, cwd=None) -> dict | None:
+    "The code units of the clean `commit`, when its code is what `fingerprint` names; None when that cannot be shown."
+    if commit in ("", "unknown") or commit.endswith("+dirty"): return None
+    cwd = cwd or Path(contextrast.__file__).parent
+    sources = {}
+    for m in MEASURED_MODULES:
+        p = subprocess.run(["git", "show", f"{commit}:contextrast/{m}.py"], cwd=cwd, capture_output=True, text=True)
+        if p.returncode == 0: sources[m] = p.stdout         # a module added later is absent from older commits
+    if not sources: return None
+    units = code_units(tuple(sources), sources.__getitem__)
+    whole = hashlib.sha1()                                 # rows measured before code units named whole modules
+    for m in sources: whole.update(ast.dump(ast.parse(sources[m])).encode())
+    return units if fingerprint in (code_fingerprint(units), whole.hexdigest()[:12]) else None
+
+
+def read_code(study_dir) -> dict:
+    "`study_dir/code.json`: fingerprint → code units of every code the study's rows were measured by."
+    f = Path(study_dir) / "code.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def record_code(study_dir, rows, units: dict | None = None, cwd=None) -> list[str]:
+    "Keep `code.json` to the codes of `rows` (from `units`, else from their commits); returns the codes left unknown."
+    have = {**read_code(study_dir), **(units or {})}
+    for r in rows:
+        if r["code"] not in have and (u := units_at(r["commit"], r["code"], cwd)) is not None: have[r["code"]] = u
+    codes = {r["code"] for r in rows}
+    (Path(study_dir) / "code.json").write_text(json.dumps({k: have[k] for k in sorted(codes & set(have))},
+                                                          indent=0, sort_keys=True) + "\n")
+    return sorted(codes - set(have))
+
+
 def read_runs(study_dir) -> list[dict]:
     "The rows of `study_dir/runs.csv`."
     with open(Path(study_dir) / "runs.csv", newline="") as f: return list(csv.DictReader(f))
 
-# %% ../nbs/20_experiments.ipynb #8e18b923
+# %% ../nbs/20_experiments.ipynb #2ac6d47b
 def _miou_of(conf) -> np.ndarray:
     "mIoU over the classes with a non-empty union, for confusions `[..., C, C]`."
     with np.errstate(invalid="ignore"): return np.nanmean(iou_of(conf), -1)
@@ -318,7 +421,7 @@ def summary_table(rows, reference: str = "ce") -> str:
                      f"{pct(r['b_miou_5'])} ± {pct(r['b_miou_5_std'])}    {delta}")
     return "\n".join(lines)
 
-# %% ../nbs/20_experiments.ipynb #da73c354
+# %% ../nbs/20_experiments.ipynb #107d3254
 def check_study(study: Study, out="results", mode: str = "default") -> list[str]:
     "Problems with `out/<study>/runs.csv`: missing runs and rows measured by other code (empty when none)."
     dest = Path(out) / study.name
@@ -326,12 +429,15 @@ def check_study(study: Study, out="results", mode: str = "default") -> list[str]
     rows = [r for r in read_runs(dest) if r["mode"] == mode]
     have = {(r["arm"], int(r["seed"])) for r in rows}
     problems = [f"missing: arm {a} seed {s}" for a in study.arms for s in study.seeds if (a, s) not in have]
-    now = code_fingerprint()
-    problems += [f"stale: arm {r['arm']} seed {r['seed']} was measured by code {r['code']} (commit {r['commit']}); "
-                 f"the code is now {now}" for r in rows if r["code"] != now]
+    known, now, changes = read_code(dest), code_units(), {}
+    for r in rows:
+        was = f"stale: arm {r['arm']} seed {r['seed']} was measured by code {r['code']} (commit {r['commit']})"
+        if r["code"] not in known: problems.append(f"{was}, which {dest / 'code.json'} does not describe"); continue
+        if r["code"] not in changes: changes[r["code"]] = code_changes(known[r["code"]], now)
+        if ch := changes[r["code"]]: problems.append(f"{was}; since then {', '.join(ch[:4])}{' …' if len(ch) > 4 else ''}")
     return problems
 
-# %% ../nbs/20_experiments.ipynb #107d3254
+# %% ../nbs/20_experiments.ipynb #e925d12a
 def plot_study(study_dir, mode: str = "default", classes=None, n_boot: int = 1000):
     "`Figure`: per-arm mIoU with every seed (left), per-class IoU difference to the reference with 95 % intervals (right)."
     import seaborn as sns
@@ -361,7 +467,7 @@ def plot_study(study_dir, mode: str = "default", classes=None, n_boot: int = 100
     if others: bx.legend(fontsize=8)
     return fig
 
-# %% ../nbs/20_experiments.ipynb #e925d12a
+# %% ../nbs/20_experiments.ipynb #3b778407
 def study_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contextrast_study", description="Run, check or summarise a study.")
     p.add_argument("name", nargs="?", help=f"the study ({', '.join(sorted(STUDIES))})")
@@ -416,7 +522,7 @@ def main(argv=None) -> int:
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
     sys.exit(main())
 
-# %% ../nbs/20_experiments.ipynb #3b778407
+# %% ../nbs/20_experiments.ipynb #bd02276c
 add_study(Study(
     "toy", description="CE vs Contextrast with BANE, semi-hard and random negatives at the main job's budget",
     arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast"),
@@ -424,7 +530,7 @@ add_study(Study(
     seeds=(0, 1, 2, 3, 4), reference="ce",
     smoke=dict(iterations=12, batch_size=4, val_interval=0, checkpoint_interval=6, val_size=8, max_samples=64)))
 
-# %% ../nbs/20_experiments.ipynb #bd02276c
+# %% ../nbs/20_experiments.ipynb #3eb05fcb
 _TOY_SMOKE = STUDIES["toy"].smoke
 add_study(Study(
     "ablation_components", description="Table 6 on ToyScenes, and the choices the paper leaves open",
@@ -447,9 +553,16 @@ add_study(Study(
                                     for r in (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)}},
     seeds=(0, 1, 2), reference="ce", smoke=_TOY_SMOKE))
 
-# %% ../nbs/20_experiments.ipynb #3eb05fcb
+# %% ../nbs/20_experiments.ipynb #f98cc6ee
 add_study(Study(
     "camvid_cpu", description="CE vs Contextrast on real CamVid: FPN-ResNet-18 from scratch, 2 500 iterations, all 101 val images",
     preset="camvid_cpu", arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
     seeds=(0, 1, 2), reference="ce",
+    smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
+
+# %% ../nbs/20_experiments.ipynb #870f8f3c
+add_study(Study(
+    "camvid_cpu_long", description="camvid_cpu at twice the budget: 5 000 iterations, one seed per arm",
+    preset="camvid_cpu", base=dict(iterations=5_000), arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
+    seeds=(0,), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
