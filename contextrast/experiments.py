@@ -518,10 +518,6 @@ def main(argv=None) -> int:
     print(summary_table(summarize(dest, mode), study.reference))
     return 0
 
-
-if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
-    sys.exit(main())
-
 # %% ../nbs/20_experiments.ipynb #bd02276c
 add_study(Study(
     "toy", description="CE vs Contextrast with BANE, semi-hard and random negatives at the main job's budget",
@@ -566,3 +562,7 @@ add_study(Study(
     preset="camvid_cpu", base=dict(iterations=5_000), arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
     seeds=(0,), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
+
+# %% ../nbs/20_experiments.ipynb #3548c240
+if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
+    sys.exit(main())
