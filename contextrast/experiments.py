@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,9 +33,10 @@ from .trainer import Trainer
 
 # %% auto #0
 __all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'Study', 'add_study', 'run_key', 'source_units', 'code_units',
-           'code_fingerprint', 'code_changes', 'git_commit', 'peak_memory_mb', 'image_confusions', 'iou_of', 'run_one',
-           'arm_command', 'command_of', 'run_study', 'collect', 'units_at', 'read_code', 'record_code', 'read_runs',
-           'paired_bootstrap', 'load_confusions', 'summarize', 'summary_table', 'check_study', 'plot_study',
+           'code_fingerprint', 'code_changes', 'git_commit', 'peak_memory_mb', 'image_confusions', 'save_evaluation',
+           'iou_of', 'run_one', 'arm_command', 'command_of', 'run_study', 'collect', 'reevaluate', 'units_at',
+           'read_code', 'record_code', 'read_runs', 'paired_bootstrap', 'load_confusions', 'load_boundary',
+           'boundary_iou_of', 'boundary_bootstrap', 'summarize', 'summary_table', 'check_study', 'plot_study',
            'study_parser', 'main']
 
 # %% ../nbs/20_experiments.ipynb #afbd911d
@@ -178,9 +180,10 @@ def peak_memory_mb(device) -> float:
 
 @torch.no_grad()
 def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") -> dict:
-    "Per-image confusion matrices `[N, C, C]` of `net` on `dataset` under `cfg`'s test recipe, and boundary IoU."
+    """Per-image confusion matrices `[N, C, C]` of `net` on `dataset` under `cfg`'s test recipe, boundary IoU, and
+    per image the boundary IoU's counts `[N, D, 3, C]` (intersection, labelled band, predicted band per class)."""
     net = net.to(device).eval()
-    mats, bd = [], BoundaryIoU(num_classes, ignore_index=cfg.ignore_index, device=device)
+    mats, bands, bd = [], [], BoundaryIoU(num_classes, ignore_index=cfg.ignore_index, device=device)
     crop = tuple(cfg.crop_size) if cfg.eval_mode == "slide" else None
     for i in range(len(dataset)):
         image, labels = dataset[i]
@@ -188,8 +191,16 @@ def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") 
         with autocast(device, cfg.amp):
             pred = predict(net, image, cfg.eval_scales, cfg.eval_flip, cfg.eval_mode, crop).argmax(1)
         mats.append(confusion_counts(pred, labels, num_classes, cfg.ignore_index))
+        bands.append(BoundaryIoU(num_classes, bd.dilations, cfg.ignore_index, device=device).update(pred, labels).state[0])
         bd.update(pred, labels)
-    return {"confusions": torch.stack(mats).cpu().numpy(), "boundary": bd.compute()}     # one copy to the host
+    return {"confusions": torch.stack(mats).cpu().numpy(), "boundary": bd.compute(),      # one copy to the host each
+            "boundary_counts": torch.stack(bands).cpu().numpy(), "dilations": bd.dilations}
+
+
+def save_evaluation(ev: dict, run_dir):
+    "Write `image_confusions`' per-image matrices to `run_dir/confusions.npz` and `run_dir/boundary.npz`."
+    np.savez_compressed(Path(run_dir) / "confusions.npz", confusions=ev["confusions"])
+    np.savez_compressed(Path(run_dir) / "boundary.npz", counts=ev["boundary_counts"], dilations=np.array(ev["dilations"]))
 
 
 def iou_of(confusion) -> np.ndarray:
@@ -215,7 +226,7 @@ def run_one(cfg: Config, run_dir, verbose: bool = False) -> dict:
     if result["stopped_by"] is not None: raise RuntimeError(f"run {run_dir} stopped by {result['stopped_by']}")
     data = build_dataset(cfg.dataset, cfg.root, "val", eval_transform())
     ev = image_confusions(trainer.model.for_inference(), data, trainer.num_classes, cfg, trainer.device)
-    np.savez_compressed(run_dir / "confusions.npz", confusions=ev["confusions"])
+    save_evaluation(ev, run_dir)
     iou = iou_of(ev["confusions"].sum(0))
     out = {"key": run_key(cfg), "classes": trainer.classes, "images": len(data), "iterations": cfg.iterations,
            "miou": float(np.nanmean(iou)), "iou": [float(x) for x in iou],
@@ -294,11 +305,15 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
             d = _run_dir(runs_root, cfg)
             if not (d / "result.json").exists(): continue
             res = json.loads((d / "result.json").read_text())
+            tag = f"{a}_{s}{'' if mode == 'default' else '_' + mode}.npz"
+            if (d / "boundary.npz").exists():
+                (dest / "boundary").mkdir(exist_ok=True)
+                shutil.copyfile(d / "boundary.npz", dest / "boundary" / tag)
             old = rows.get((a, str(s), mode))
             if old is not None and old["key"] == res["key"] and old["code"] == res["code"]: continue   # already collected
             if "code_units" in res: units[res["code"]] = res["code_units"]
             conf = np.load(d / "confusions.npz")["confusions"]
-            np.savez_compressed(dest / "confusions" / f"{a}_{s}{'' if mode == 'default' else '_' + mode}.npz", confusions=conf)
+            np.savez_compressed(dest / "confusions" / tag, confusions=conf)
             row = {"study": study.name, "arm": a, "seed": str(s), "mode": mode, "commit": res["commit"], "code": res["code"],
                    "command": command_of(study, a, s, mode), "dataset": cfg.dataset, "split": study.split,
                    "images": res["images"], "iterations": res["iterations"], "key": res["key"],
@@ -319,6 +334,30 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
                                                  "seeds": list(study.seeds), "reference": study.reference,
                                                  "smoke": study.smoke}, indent=1, default=list) + "\n")
     return dest
+
+
+def reevaluate(study: Study, mode: str = "default", arms=None, seeds=None, runs_root="runs/studies", out="results",
+               verbose: bool = True) -> Path:
+    """Evaluate the finished runs of `study` that lack `boundary.npz` again from their final weights (`last.pt`), write
+    it, then `collect`. The per-image confusions must come out equal to the stored ones, or it stops with an error."""
+    for a in (arms or study.arms):
+        for s in (seeds if seeds is not None else study.seeds):
+            cfg = study.config(a, s, mode)
+            d = _run_dir(runs_root, cfg)
+            if not (d / "result.json").exists() or (d / "boundary.npz").exists(): continue
+            if not (d / "last.pt").exists(): raise RuntimeError(f"run {a} seed {s} ({d}) has no last.pt to evaluate")
+            trainer = Trainer(Config.from_dict({**cfg.to_dict(), "out_dir": str(d)}), progress=False, verbose=False)
+            trainer.load_checkpoint(d / "last.pt")
+            if trainer.iteration != cfg.iterations:
+                raise RuntimeError(f"{d / 'last.pt'} holds iteration {trainer.iteration}, not the run's last ({cfg.iterations})")
+            data = build_dataset(cfg.dataset, cfg.root, "val", eval_transform())
+            ev = image_confusions(trainer.model.for_inference(), data, trainer.num_classes, cfg, trainer.device)
+            if not np.array_equal(ev["confusions"], np.load(d / "confusions.npz")["confusions"]):
+                raise RuntimeError(f"run {a} seed {s}: its last.pt gives other predictions than the ones it was evaluated "
+                                   f"with ({d / 'confusions.npz'}); nothing written")
+            np.savez_compressed(d / "boundary.npz", counts=ev["boundary_counts"], dilations=np.array(ev["dilations"]))
+            if verbose: print(f"  {a} seed {s}: evaluated again, same predictions; boundary counts written", flush=True)
+    return collect(study, mode, arms, seeds, runs_root, out)
 
 
 def units_at(commit: str, fingerprint: str, cwd=None) -> dict | None:
@@ -383,6 +422,35 @@ def load_confusions(study_dir, arm: str, seeds, mode: str = "default") -> np.nda
     "Per-image confusions `[S, N, C, C]` of `arm` over `seeds` from a study's results."
     tag = "" if mode == "default" else "_" + mode
     return np.stack([np.load(Path(study_dir) / "confusions" / f"{arm}_{s}{tag}.npz")["confusions"] for s in seeds])
+
+
+def load_boundary(study_dir, arm: str, seeds, mode: str = "default") -> tuple[np.ndarray, tuple]:
+    "Per-image boundary counts `[S, N, D, 3, C]` of `arm` over `seeds`, and the band widths `D`."
+    tag = "" if mode == "default" else "_" + mode
+    files = [np.load(Path(study_dir) / "boundary" / f"{arm}_{s}{tag}.npz") for s in seeds]
+    return np.stack([f["counts"] for f in files]), tuple(int(d) for d in files[0]["dilations"])
+
+
+def boundary_iou_of(counts) -> np.ndarray:
+    "Per-class boundary IoU `[..., C]` of counts `[..., 3, C]` (intersection, labelled band, predicted band); NaN: empty union."
+    c = np.asarray(counts, dtype=np.float64)
+    inter, union = c[..., 0, :], c[..., 1, :] + c[..., 2, :] - c[..., 0, :]
+    with np.errstate(invalid="ignore", divide="ignore"): return np.where(union > 0, inter / union, np.nan)
+
+
+def boundary_bootstrap(ref, arm, n: int = 2000, seed: int = 0) -> dict:
+    """`paired_bootstrap` of the boundary mIoU: `ref`, `arm` per-image counts `[S, N, D, 3, C]`. Returns per band width
+    `diff` `[D]` (mean over seeds, all images) and the 95 % interval `lo`, `hi` `[D]`; the same resampled images as
+    `paired_bootstrap` with the same `n` and `seed`."""
+    ref, arm = np.asarray(ref, np.float64), np.asarray(arm, np.float64)
+    if ref.shape != arm.shape: raise ValueError(f"the arms' boundary counts differ in shape: {ref.shape} vs {arm.shape}")
+    weights = np.random.default_rng(seed).multinomial(ref.shape[1], np.full(ref.shape[1], 1 / ref.shape[1]), size=n)
+    bmiou = lambda c: np.nanmean(boundary_iou_of(c), -1)                           # [..., D]
+    with np.errstate(invalid="ignore"):
+        diffs = (bmiou(np.einsum("bn,sn...->bs...", weights, arm)) - bmiou(np.einsum("bn,sn...->bs...", weights, ref))).mean(1)
+        diff = (bmiou(arm.sum(1)) - bmiou(ref.sum(1))).mean(0)
+    lo, hi = np.percentile(diffs, [2.5, 97.5], axis=0)
+    return {"diff": diff, "lo": lo, "hi": hi}
 
 
 def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict]:
@@ -481,6 +549,8 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results folder (results)")
     p.add_argument("--runs", default="runs/studies", help="where run directories go (runs/studies)")
     p.add_argument("--check", action="store_true", help="check the committed results and exit")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="evaluate finished runs again from their final checkpoints for what they lack, then collect")
     p.add_argument("--summary", action="store_true", help="print the summary of the committed results and exit")
     p.add_argument("--run", metavar="RUN_DIR", help=argparse.SUPPRESS)        # one run in a worker process
     return p
@@ -511,7 +581,8 @@ def main(argv=None) -> int:
         return 0
     seeds = a.seed or (list(study.seeds[:a.seeds]) if a.seeds else None)
     try:
-        dest = run_study(study, mode, a.arm, seeds, a.jobs, a.runs, a.out)
+        dest = (reevaluate(study, mode, a.arm, seeds, a.runs, a.out) if a.reevaluate else
+                run_study(study, mode, a.arm, seeds, a.jobs, a.runs, a.out))
     except (ValueError, RuntimeError) as err:
         print(f"contextrast_study: error: {err}", file=sys.stderr)
         return 2
@@ -563,6 +634,6 @@ add_study(Study(
     seeds=(0,), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
 
-# %% ../nbs/20_experiments.ipynb #3548c240
+# %% ../nbs/20_experiments.ipynb #72f9e6b7
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
     sys.exit(main())
