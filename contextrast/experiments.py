@@ -438,18 +438,18 @@ def boundary_iou_of(counts) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"): return np.where(union > 0, inter / union, np.nan)
 
 
-def boundary_bootstrap(ref, arm, n: int = 2000, seed: int = 0) -> dict:
+def boundary_bootstrap(ref, arm, n: int = 2000, seed: int = 0, per_class: bool = False) -> dict:
     """`paired_bootstrap` of the boundary mIoU: `ref`, `arm` per-image counts `[S, N, D, 3, C]`. Returns per band width
-    `diff` `[D]` (mean over seeds, all images) and the 95 % interval `lo`, `hi` `[D]`; the same resampled images as
-    `paired_bootstrap` with the same `n` and `seed`."""
+    `diff` (mean over seeds, all images) and the 95 % interval `lo`, `hi`: `[D]`, or `[D, C]` per class with
+    `per_class`; the same resampled images as `paired_bootstrap` with the same `n` and `seed`."""
     ref, arm = np.asarray(ref, np.float64), np.asarray(arm, np.float64)
     if ref.shape != arm.shape: raise ValueError(f"the arms' boundary counts differ in shape: {ref.shape} vs {arm.shape}")
     weights = np.random.default_rng(seed).multinomial(ref.shape[1], np.full(ref.shape[1], 1 / ref.shape[1]), size=n)
-    bmiou = lambda c: np.nanmean(boundary_iou_of(c), -1)                           # [..., D]
+    metric = boundary_iou_of if per_class else (lambda c: np.nanmean(boundary_iou_of(c), -1))
     with np.errstate(invalid="ignore"):
-        diffs = (bmiou(np.einsum("bn,sn...->bs...", weights, arm)) - bmiou(np.einsum("bn,sn...->bs...", weights, ref))).mean(1)
-        diff = (bmiou(arm.sum(1)) - bmiou(ref.sum(1))).mean(0)
-    lo, hi = np.percentile(diffs, [2.5, 97.5], axis=0)
+        diffs = np.nanmean(metric(np.einsum("bn,sn...->bs...", weights, arm)) - metric(np.einsum("bn,sn...->bs...", weights, ref)), 1)
+        diff = np.nanmean(metric(arm.sum(1)) - metric(ref.sum(1)), 0)
+        lo, hi = np.nanpercentile(diffs, [2.5, 97.5], axis=0)
     return {"diff": diff, "lo": lo, "hi": hi}
 
 
