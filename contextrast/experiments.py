@@ -634,6 +634,14 @@ add_study(Study(
     seeds=(0,), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
 
-# %% ../nbs/20_experiments.ipynb #72f9e6b7
+# %% ../nbs/20_experiments.ipynb #26a22647
+add_study(Study(
+    "ablation_components_camvid", description="Table 6 on real CamVid: the camvid_cpu setting, four negative samplings",
+    preset="camvid_cpu", arms={"ce": dict(loss="ce"), "random": dict(loss="contextrast", sampling="random"),
+                               "semi_hard": dict(loss="contextrast", sampling="semi_hard"),
+                               "contextrast": dict(loss="contextrast")},
+    seeds=(0, 1, 2), reference="ce", smoke=STUDIES["camvid_cpu"].smoke))
+
+# %% ../nbs/20_experiments.ipynb #53443762
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
     sys.exit(main())
