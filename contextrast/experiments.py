@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,9 @@ from .trainer import Trainer
 __all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'Study', 'add_study', 'run_key', 'source_units', 'code_units',
            'code_fingerprint', 'code_changes', 'git_commit', 'peak_memory_mb', 'image_confusions', 'save_evaluation',
            'iou_of', 'run_one', 'arm_command', 'command_of', 'run_study', 'collect', 'reevaluate', 'units_at',
-           'read_code', 'record_code', 'read_runs', 'paired_bootstrap', 'load_confusions', 'load_boundary',
-           'boundary_iou_of', 'boundary_bootstrap', 'summarize', 'summary_table', 'check_study', 'plot_study',
-           'study_parser', 'main']
+           'read_code', 'record_code', 'read_equivalences', 'current_code', 'read_runs', 'paired_bootstrap',
+           'load_confusions', 'load_boundary', 'boundary_iou_of', 'boundary_bootstrap', 'summarize', 'summary_table',
+           'check_study', 'replay', 'tree_units', 'rebase_study', 'rebase_commit', 'plot_study', 'study_parser', 'main']
 
 # %% ../nbs/20_experiments.ipynb #afbd911d
 @dataclass
@@ -386,10 +387,24 @@ def record_code(study_dir, rows, units: dict | None = None, cwd=None) -> list[st
     have = {**read_code(study_dir), **(units or {})}
     for r in rows:
         if r["code"] not in have and (u := units_at(r["commit"], r["code"], cwd)) is not None: have[r["code"]] = u
-    codes = {r["code"] for r in rows}
+    codes = {r["code"] for r in rows} | {e["to"] for e in read_equivalences(study_dir)}
     (Path(study_dir) / "code.json").write_text(json.dumps({k: have[k] for k in sorted(codes & set(have))},
                                                           indent=0, sort_keys=True) + "\n")
     return sorted(codes - set(have))
+
+
+def read_equivalences(study_dir) -> list[dict]:
+    "`study_dir/equivalence.json`: the replays that carried the study's rows from one code to another (see `rebase_study`)."
+    f = Path(study_dir) / "equivalence.json"
+    return json.loads(f.read_text()) if f.exists() else []
+
+
+def current_code(code: str, equivalences) -> str:
+    "The code that `code`'s rows stand for after the `equivalences` (`code` itself when none carries it over)."
+    seen = {code}
+    while (step := next((e["to"] for e in reversed(equivalences) if code in e["from"]), None)) and step not in seen:
+        code = step; seen.add(code)
+    return code
 
 
 def read_runs(study_dir) -> list[dict]:
@@ -497,15 +512,113 @@ def check_study(study: Study, out="results", mode: str = "default") -> list[str]
     rows = [r for r in read_runs(dest) if r["mode"] == mode]
     have = {(r["arm"], int(r["seed"])) for r in rows}
     problems = [f"missing: arm {a} seed {s}" for a in study.arms for s in study.seeds if (a, s) not in have]
-    known, now, changes = read_code(dest), code_units(), {}
+    known, now, changes, eqs = read_code(dest), code_units(), {}, read_equivalences(dest)
     for r in rows:
+        code = current_code(r["code"], eqs)
         was = f"stale: arm {r['arm']} seed {r['seed']} was measured by code {r['code']} (commit {r['commit']})"
-        if r["code"] not in known: problems.append(f"{was}, which {dest / 'code.json'} does not describe"); continue
-        if r["code"] not in changes: changes[r["code"]] = code_changes(known[r["code"]], now)
-        if ch := changes[r["code"]]: problems.append(f"{was}; since then {', '.join(ch[:4])}{' …' if len(ch) > 4 else ''}")
+        if code != r["code"]: was += f", carried over to code {code} by a replay"
+        if code not in known: problems.append(f"{was}, which {dest / 'code.json'} does not describe"); continue
+        if code not in changes: changes[code] = code_changes(known[code], now)
+        if ch := changes[code]: problems.append(f"{was}; since then {', '.join(ch[:4])}{' …' if len(ch) > 4 else ''}")
     return problems
 
 # %% ../nbs/20_experiments.ipynb #e925d12a
+_REPLAY = r"""
+import hashlib, json, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+from torch.utils.data import Subset
+from contextrast.config import Config
+from contextrast.data import build_dataset, eval_transform
+from contextrast.experiments import STUDIES, image_confusions
+from contextrast.trainer import Trainer
+name, arm, seed, mode, iterations, images = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+h = hashlib.sha1()
+def put(key, v):
+    h.update(str(key).encode())
+    if torch.is_tensor(v): h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(v, np.ndarray): h.update(np.ascontiguousarray(v).tobytes())
+    else: h.update(repr(v).encode())
+with tempfile.TemporaryDirectory() as tmp:
+    cfg = Config.from_dict({**STUDIES[name].config(arm, seed, mode).to_dict(), "out_dir": tmp, "threads": 1})
+    trainer = Trainer(cfg, progress=False, verbose=False)
+    trainer.fit(until=iterations)
+    for part in ("model", "criterion"):
+        for k, v in getattr(trainer, part).state_dict().items(): put(f"{part}.{k}", v)
+    for i, st in sorted(trainer.optimizer.state_dict()["state"].items()):
+        for k, v in sorted(st.items()): put(f"optimizer.{i}.{k}", v)
+    data = build_dataset(cfg.dataset, cfg.root, "val", eval_transform())
+    ev = image_confusions(trainer.model.for_inference(), Subset(data, range(min(images, len(data)))),
+                          trainer.num_classes, cfg, trainer.device)
+    put("confusions", ev["confusions"]); put("boundary_counts", ev["boundary_counts"])
+print(json.dumps({"digest": h.hexdigest()[:16], "iteration": trainer.iteration}))
+"""
+
+
+def replay(study: Study, arm: str, seed: int, tree, mode: str = "default", iterations: int = 20, images: int = 4) -> str:
+    "Digest of `(arm, seed)` of `study` trained `iterations` iterations and evaluated on `images` images by the package in `tree`."
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    p = subprocess.run([sys.executable, "-c", _REPLAY, str(tree), study.name, arm, str(seed), mode, str(iterations), str(images)],
+                       capture_output=True, text=True, env=env)
+    if p.returncode: raise RuntimeError(f"the replay of {study.name} arm {arm} seed {seed} with {tree} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])["digest"]
+
+
+def tree_units(tree) -> dict:
+    "The code units of the package `tree/contextrast` (the measured modules it has)."
+    root = Path(tree) / "contextrast"
+    mods = tuple(m for m in MEASURED_MODULES if (root / f"{m}.py").exists())
+    return code_units(mods, lambda m: (root / f"{m}.py").read_text())
+
+
+def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = "default", iterations: int = 20,
+                 images: int = 4, head_tree=None, verbose: bool = True) -> dict | None:
+    """Carry the stale rows of `out/<study>` measured by the code in `base_tree` (commit `base`) over to this
+    checkout's code when a replay of every arm gives equal digests with both; returns the record written
+    to `equivalence.json`, or None when no row is stale. Raises when the replays differ (nothing written)."""
+    dest = Path(out) / study.name
+    head_tree = Path(head_tree or Path(contextrast.__file__).parent.parent)
+    now, known, eqs = code_units(), read_code(dest), read_equivalences(dest)
+    rows = [r for r in read_runs(dest) if r["mode"] == mode]
+    stale = sorted({c for r in rows if (c := current_code(r["code"], eqs)) not in known or code_changes(known[c], now)})
+    if not stale: return None
+    was = tree_units(base_tree)
+    for c in stale:
+        if c not in known: raise ValueError(f"{dest / 'code.json'} does not describe code {c}: nothing shows what its rows measured")
+        if ch := code_changes(known[c], was):
+            raise ValueError(f"the rows measured by code {c} were not measured by the code of {base} ({', '.join(ch[:3])}); "
+                             f"replay against their own commit")
+    seeds = {a: min(int(r["seed"]) for r in rows if r["arm"] == a) for a in study.arms if any(r["arm"] == a for r in rows)}
+    digests = {}
+    for a, s in seeds.items():
+        before, after = (replay(study, a, s, t, mode, iterations, images) for t in (base_tree, head_tree))
+        if verbose: print(f"  {study.name} {a} seed {s}: {before} with {base}, {after} with this code", flush=True)
+        if before != after:
+            raise RuntimeError(f"arm {a} seed {s} of {study.name} trains or evaluates differently with this code than with "
+                               f"{base} ({before} vs {after}): rerun the study's stale rows")
+        digests[a] = after
+    record = {"from": stale, "to": code_fingerprint(now), "base": base, "head": git_commit(head_tree),
+              "changes": code_changes(was, now), "iterations": iterations, "images": images, "seeds": seeds,
+              "digests": digests}
+    (dest / "equivalence.json").write_text(json.dumps(eqs + [record], indent=1) + "\n")
+    record_code(dest, rows, {code_fingerprint(now): now})
+    return record
+
+
+def rebase_commit(study: Study, base: str, out="results", mode: str = "default", iterations: int = 20,
+                  images: int = 4, verbose: bool = True) -> dict | None:
+    "`rebase_study` against the package at git commit `base` (this checkout's code must be committed)."
+    head = git_commit()
+    if head == "unknown" or head.endswith("+dirty"):
+        raise ValueError(f"this checkout ({head}) is not a clean commit: commit the change before replaying it")
+    root = Path(contextrast.__file__).parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "archive", base, "contextrast"], cwd=root, capture_output=True)
+        if archive.returncode: raise ValueError(f"git cannot read commit {base}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        return rebase_study(study, tmp, base, out, mode, iterations, images, root, verbose)
+
+# %% ../nbs/20_experiments.ipynb #3b778407
 def plot_study(study_dir, mode: str = "default", classes=None, n_boot: int = 1000):
     "`Figure`: per-arm mIoU with every seed (left), per-class IoU difference to the reference with 95 % intervals (right)."
     import seaborn as sns
@@ -535,7 +648,7 @@ def plot_study(study_dir, mode: str = "default", classes=None, n_boot: int = 100
     if others: bx.legend(fontsize=8)
     return fig
 
-# %% ../nbs/20_experiments.ipynb #3b778407
+# %% ../nbs/20_experiments.ipynb #bd02276c
 def study_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contextrast_study", description="Run, check or summarise a study.")
     p.add_argument("name", nargs="?", help=f"the study ({', '.join(sorted(STUDIES))})")
@@ -552,6 +665,10 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--reevaluate", action="store_true",
                    help="evaluate finished runs again from their final checkpoints for what they lack, then collect")
     p.add_argument("--summary", action="store_true", help="print the summary of the committed results and exit")
+    p.add_argument("--rebase", metavar="COMMIT",
+                   help="carry stale rows measured by COMMIT's code over to this code when a short replay of every "
+                        "arm is bit-identical with both")
+    p.add_argument("--replay-iterations", type=int, default=20, help="iterations of each replay (20)")
     p.add_argument("--run", metavar="RUN_DIR", help=argparse.SUPPRESS)        # one run in a worker process
     return p
 
@@ -579,6 +696,15 @@ def main(argv=None) -> int:
     if a.summary:
         print(summary_table(summarize(Path(a.out) / study.name, mode), study.reference))
         return 0
+    if a.rebase:
+        try: record = rebase_commit(study, a.rebase, a.out, mode, a.replay_iterations)
+        except (ValueError, RuntimeError) as err:
+            print(f"contextrast_study: error: {err}", file=sys.stderr)
+            return 1
+        print(f"{study.name}: no stale rows" if record is None else
+              f"{study.name}: rows of code {', '.join(record['from'])} carried over to {record['to']} "
+              f"({len(record['digests'])} arms replayed, {record['iterations']} iterations each, identical)")
+        return 0
     seeds = a.seed or (list(study.seeds[:a.seeds]) if a.seeds else None)
     try:
         dest = (reevaluate(study, mode, a.arm, seeds, a.runs, a.out) if a.reevaluate else
@@ -589,7 +715,7 @@ def main(argv=None) -> int:
     print(summary_table(summarize(dest, mode), study.reference))
     return 0
 
-# %% ../nbs/20_experiments.ipynb #bd02276c
+# %% ../nbs/20_experiments.ipynb #3eb05fcb
 add_study(Study(
     "toy", description="CE vs Contextrast with BANE, semi-hard and random negatives at the main job's budget",
     arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast"),
@@ -597,7 +723,7 @@ add_study(Study(
     seeds=(0, 1, 2, 3, 4), reference="ce",
     smoke=dict(iterations=12, batch_size=4, val_interval=0, checkpoint_interval=6, val_size=8, max_samples=64)))
 
-# %% ../nbs/20_experiments.ipynb #3eb05fcb
+# %% ../nbs/20_experiments.ipynb #f98cc6ee
 _TOY_SMOKE = STUDIES["toy"].smoke
 add_study(Study(
     "ablation_components", description="Table 6 on ToyScenes, and the choices the paper leaves open",
@@ -620,21 +746,21 @@ add_study(Study(
                                     for r in (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)}},
     seeds=(0, 1, 2), reference="ce", smoke=_TOY_SMOKE))
 
-# %% ../nbs/20_experiments.ipynb #f98cc6ee
+# %% ../nbs/20_experiments.ipynb #870f8f3c
 add_study(Study(
     "camvid_cpu", description="CE vs Contextrast on real CamVid: FPN-ResNet-18 from scratch, 2 500 iterations, all 101 val images",
     preset="camvid_cpu", arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
     seeds=(0, 1, 2), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
 
-# %% ../nbs/20_experiments.ipynb #870f8f3c
+# %% ../nbs/20_experiments.ipynb #26a22647
 add_study(Study(
     "camvid_cpu_long", description="camvid_cpu at twice the budget: 5 000 iterations, one seed per arm",
     preset="camvid_cpu", base=dict(iterations=5_000), arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
     seeds=(0,), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
 
-# %% ../nbs/20_experiments.ipynb #26a22647
+# %% ../nbs/20_experiments.ipynb #d92dbc02
 add_study(Study(
     "ablation_components_camvid", description="Table 6 on real CamVid: the camvid_cpu setting, four negative samplings",
     preset="camvid_cpu", arms={"ce": dict(loss="ce"), "random": dict(loss="contextrast", sampling="random"),
@@ -642,6 +768,6 @@ add_study(Study(
                                "contextrast": dict(loss="contextrast")},
     seeds=(0, 1, 2), reference="ce", smoke=STUDIES["camvid_cpu"].smoke))
 
-# %% ../nbs/20_experiments.ipynb #53443762
+# %% ../nbs/20_experiments.ipynb #94d96659
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
     sys.exit(main())
