@@ -4,6 +4,7 @@
     python tools/nb.py run NB.ipynb [...]      # execute top to bottom in place, keep outputs and counts
     python tools/nb.py check [NB.ipynb ...]    # every output has an execution count, metadata is clean
     python tools/nb.py script NB.ipynb SRC.py  # notebook -> percent-format script (sources only), to edit and build
+    python tools/nb.py shrink NB.ipynb [...]   # re-encode stored PNG figures as 256-colour palette PNGs
     python tools/nb.py readme                  # README.md from nbs/README.ipynb (the one source of both)
 
 Percent format: a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell whose
@@ -17,6 +18,10 @@ but its outputs are never stored (a clone has no data, and dataset images stay o
 repository); pair it with `# NBVAL_IGNORE_OUTPUT`. `check` fails on a stored output of such a cell,
 on outputs without an execution count, on stored errors, and on notebooks over the size budget
 (each at most 1 MB, all of them together at most 5 MB), naming the notebook and its largest cells.
+
+Figures are stored as 256-colour palette PNGs (`run` and `build` re-encode every PNG output over
+32 kB; `shrink` does it to stored outputs): about a third of the bytes, and nothing a reader sees
+changes.
 
 The README has one source, `nbs/README.ipynb` (settings.ini's `readme_nb`, what `nbdev_readme`
 renders): its markdown cells, joined by blank lines, are `README.md`. `readme` writes the file;
@@ -86,13 +91,36 @@ def clean(nb, name):
     return nb
 
 
+SHRINK_OVER = 32_000
+
+
+def shrink_png(b64: str) -> str:
+    "A base64 PNG re-encoded with a 256-colour palette when that is smaller (unchanged otherwise)."
+    import base64, io
+    from PIL import Image
+    raw = base64.b64decode(b64)
+    if len(raw) <= SHRINK_OVER: return b64
+    im = Image.open(io.BytesIO(raw))
+    if im.mode == "P": return b64
+    buf = io.BytesIO()
+    im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode() if buf.tell() < len(raw) else b64
+
+
+def shrink(nb):
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            if "image/png" in o.get("data", {}): o["data"]["image/png"] = shrink_png(o["data"]["image/png"])
+    return nb
+
+
 def run(path, timeout=1800):
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     t0 = time.time()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
-    nbformat.write(clean(nb, path.stem), path)
+    nbformat.write(shrink(clean(nb, path.stem)), path)
     print(f"{path}: ran in {time.time() - t0:.1f}s")
 
 
@@ -148,6 +176,11 @@ if __name__ == "__main__":
     elif cmd == "script":
         src, dst = args
         Path(dst).write_text(to_percent(nbformat.read(src, as_version=4)))
+    elif cmd == "shrink":
+        for a in args:
+            before = os.path.getsize(a)
+            nbformat.write(shrink(nbformat.read(a, as_version=4)), a)
+            print(f"{a}: {before / 1e3:.0f} kB -> {os.path.getsize(a) / 1e3:.0f} kB")
     elif cmd == "readme":
         (ROOT / "README.md").write_text(readme_text())
     elif cmd == "check":
