@@ -16,9 +16,10 @@ from .loss import SAMPLING, loss_options
 from .models import MODELS
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'EVAL_MODES', 'PAPER_SCALES', 'RENAMED_FIELDS', 'PRESETS', 'PRESET_OF_DATASET', 'LOSS_FIELDS',
-           'FIELD_HELP', 'FLAG_ALIASES', 'NEGATIVE_ALIASES', 'FIELD_CHOICES', 'Config', 'unused_loss_fields',
-           'loss_settings', 'flag_of', 'add_config_flags', 'settings_of', 'config_from_options']
+__all__ = ['AMP_MODES', 'EVAL_MODES', 'PAPER_SCALES', 'RENAMED_FIELDS', 'RENAMED_VALUES', 'FUSION_MODES', 'PRESETS',
+           'PRESET_OF_DATASET', 'LOSS_FIELDS', 'CONTEXTRAST_LOSSES', 'FIELD_HELP', 'FLAG_ALIASES', 'NEGATIVE_ALIASES',
+           'CONSTANT_ALIASES', 'TUPLE_FIELDS', 'FIELD_CHOICES', 'Config', 'unused_loss_fields', 'loss_settings',
+           'flag_of', 'add_config_flags', 'settings_of', 'config_from_options']
 
 # %% ../nbs/12_config.ipynb #ae552ede
 AMP_MODES = tuple(AMP_DTYPES)                     # off, bf16, fp16
@@ -26,6 +27,9 @@ EVAL_MODES = ("whole", "slide")
 PAPER_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 # keys of configs written by earlier versions, and the fields that replaced them
 RENAMED_FIELDS = {"fill": "random_fill"}
+# values of configs written by earlier versions, and the values that replaced them
+RENAMED_VALUES = {"fusion": {True: "static", False: "none"}}
+FUSION_MODES = ("static", "adaptive", "none")
 
 #| export
 @dataclass
@@ -43,17 +47,19 @@ class Config:
     # loss (Eq. 5) and its switches
     loss: str = "contextrast"
     loss_weight: float = 0.1
-    layer_weights: tuple[float, ...] = (1.0, 0.7, 0.4, 0.1)
+    layer_weights: tuple[float, ...] | None = None
     alpha: float = 0.3
     beta: float = 0.7
     temperature: float = 0.1
     sampling: str = "bane"
     ratio: float = 0.5
-    fusion: bool = True
+    fusion: str | None = None
     per_class_mean: bool = True
     normalize_anchors: bool = False
     random_fill: bool = True
     max_samples: int = 1024
+    aa_loss: bool = True
+    memory_size: int = 100
     # optimisation
     iterations: int = 600
     batch_size: int = 8
@@ -84,10 +90,15 @@ class Config:
     sync_bn: bool = True
     ignore_index: int = 255
 
+    def __post_init__(self):
+        for k, values in RENAMED_VALUES.items():
+            v = getattr(self, k)
+            if isinstance(v, bool): setattr(self, k, values[v])
+
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         """A `Config` from a dict such as `asdict(cfg)` or parsed JSON; unknown keys are an error.
-        Keys that earlier versions wrote (`RENAMED_FIELDS`) are read under their new names."""
+        Keys and values that earlier versions wrote (`RENAMED_FIELDS`, `RENAMED_VALUES`) are read as the new ones."""
         d = {RENAMED_FIELDS.get(k, k): v for k, v in d.items()}
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
@@ -121,6 +132,9 @@ class Config:
         need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose from {sorted(DATASETS)}")
         need(self.model in MODELS, f"unknown model {self.model!r}; choose from {sorted(MODELS)}")
         need(self.sampling in SAMPLING, f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
+        need(self.fusion is None or self.fusion in FUSION_MODES, f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        need(self.layer_weights is None or len(self.layer_weights) >= 1, "layer_weights needs one weight per layer")
+        need(self.memory_size >= 1, f"memory_size must be at least 1, got {self.memory_size}")
         need(0 <= self.ratio <= 1, f"ratio must be in [0, 1], got {self.ratio}")
         need(self.temperature > 0 and self.max_samples >= 1, "temperature must be positive and max_samples at least 1")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
@@ -174,7 +188,9 @@ PRESET_OF_DATASET = {"coco_stuff10k": "coco_stuff", "coco_stuff164k": "coco_stuf
 
 # %% ../nbs/12_config.ipynb #4a59ecc3
 LOSS_FIELDS = ("loss_weight", "layer_weights", "alpha", "beta", "temperature", "sampling", "ratio", "fusion",
-               "per_class_mean", "normalize_anchors", "random_fill", "max_samples")
+               "per_class_mean", "normalize_anchors", "random_fill", "max_samples", "aa_loss", "memory_size")
+# the losses that take every loss field they have from the config (the peers keep their papers' defaults)
+CONTEXTRAST_LOSSES = ("contextrast", "contextrast_pp")
 
 
 def unused_loss_fields(cfg: Config, names=LOSS_FIELDS) -> list:
@@ -186,8 +202,8 @@ def unused_loss_fields(cfg: Config, names=LOSS_FIELDS) -> list:
 def loss_settings(cfg: Config) -> dict:
     "The keyword options `build_loss(cfg.loss, num_classes, **options)` gets from `cfg` (see above)."
     takes, default = loss_options(cfg.loss), Config()
-    out = {f: getattr(cfg, f) for f in LOSS_FIELDS
-           if f in takes and (cfg.loss == "contextrast" or getattr(cfg, f) != getattr(default, f))}
+    out = {f: getattr(cfg, f) for f in LOSS_FIELDS if f in takes and getattr(cfg, f) is not None
+           and (cfg.loss in CONTEXTRAST_LOSSES or getattr(cfg, f) != getattr(default, f))}
     if "ignore_index" in takes: out["ignore_index"] = cfg.ignore_index
     if "embed_dim" in takes: out["embed_dim"] = cfg.embed_dim           # losses with memories sized to the embeddings
     return out
@@ -197,16 +213,18 @@ FIELD_HELP = {
     "dataset": "dataset name (default toy)", "root": "dataset folder (default: data/<dataset> or ../shared/data/<dataset>)",
     "crop_size": "training crop: H W, or one size for a square", "scale": "random scaling range of training images",
     "model": "network", "pretrained": "local ImageNet weights of the backbone", "embed_dim": "projection size D",
-    "loss": "ce, contextrast, or a peer's loss (contrastiveseg, region_contrast, multiscale_contrast)",
-    "loss_weight": "λ of Eq. 5 (0.1)", "layer_weights": "λ_l shallow to deep (1.0 0.7 0.4 0.1)",
+    "loss": "ce, contextrast, contextrast_pp (the follow-up's), or a peer's (contrastiveseg, region_contrast, multiscale_contrast)",
+    "loss_weight": "λ of Eq. 5 (0.1)", "layer_weights": "λ_l shallow to deep (default: the loss's own)",
     "alpha": "α: fusion weight of a layer's own anchors (0.3)", "beta": "β: fusion weight of the deepest anchors (0.7)",
     "temperature": "τ (0.1)", "sampling": "negative sampling (bane)",
     "ratio": "share of each class's error pixels nearest the boundary kept by BANE (0.5)",
-    "fusion": "fuse each layer's anchors with the deepest layer's (Eq. 2)",
+    "fusion": "static (Eq. 2), adaptive (contextrast_pp) or none (default: the loss's own)",
     "per_class_mean": "a layer's loss is the mean over classes of each class's mean (else over all pairs)",
     "normalize_anchors": "rescale anchors to unit length (the follow-up does not)",
     "random_fill": "fill each class's negatives with random pixels of other classes",
     "max_samples": "positives and negatives per class (1024)",
+    "aa_loss": "the follow-up's anchor-to-anchor loss (contextrast_pp)",
+    "memory_size": "anchors per class in the AA loss's memory (100)",
     "iterations": "training iterations", "batch_size": "global batch size (split over processes)",
     "lr": "base learning rate", "momentum": "SGD momentum", "weight_decay": "SGD weight decay",
     "power": "poly decay power", "warmup_iters": "linear warmup iterations", "warmup_ratio": "warmup start factor",
@@ -222,8 +240,12 @@ FIELD_HELP = {
 }
 FLAG_ALIASES = {"batch_size": ["--batch"], "crop_size": ["--crop"], "warmup_iters": ["--warmup"], "out_dir": ["--out"]}
 NEGATIVE_ALIASES = {"random_fill": "--no-fill"}
+# flags that set a field to one value (earlier versions' switches)
+CONSTANT_ALIASES = {"fusion": ("--no-fusion", "none")}
+# tuple fields whose default is None, and the type of their numbers
+TUPLE_FIELDS = {"layer_weights": float}
 FIELD_CHOICES = {"dataset": sorted(DATASETS), "model": sorted(MODELS), "amp": list(AMP_MODES),
-                 "eval_mode": list(EVAL_MODES), "sampling": list(SAMPLING)}
+                 "eval_mode": list(EVAL_MODES), "sampling": list(SAMPLING), "fusion": list(FUSION_MODES)}
 
 
 def flag_of(field: str) -> str:
@@ -238,13 +260,17 @@ def add_config_flags(parser: argparse.ArgumentParser):
         default = getattr(Config(), f.name)
         kw = dict(dest=f.name, help=FIELD_HELP[f.name], default=argparse.SUPPRESS)
         if isinstance(default, bool): kw["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, tuple):
-            kw.update(nargs="+", type=type(default[0]), metavar="N")
+        elif isinstance(default, tuple) or f.name in TUPLE_FIELDS:
+            kw.update(nargs="+", type=TUPLE_FIELDS.get(f.name) or type(default[0]), metavar="N")
         elif f.name in FIELD_CHOICES: kw["choices"] = FIELD_CHOICES[f.name]
         elif default is not None and not isinstance(default, str): kw["type"] = type(default)
         group.add_argument(flag_of(f.name), *FLAG_ALIASES.get(f.name, []), **kw)
         if f.name in NEGATIVE_ALIASES:
             group.add_argument(NEGATIVE_ALIASES[f.name], dest=f.name, action="store_false", default=argparse.SUPPRESS,
+                               help=argparse.SUPPRESS)
+        if f.name in CONSTANT_ALIASES:
+            flag, value = CONSTANT_ALIASES[f.name]
+            group.add_argument(flag, dest=f.name, action="store_const", const=value, default=argparse.SUPPRESS,
                                help=argparse.SUPPRESS)
 
 

@@ -29,16 +29,18 @@ import contextrast.baselines  # noqa: F401  (registers the peers' losses by name
 from .config import Config
 from .data import build_dataset, eval_transform
 from .evaluate import autocast, predict
+from .loss import loss_options
 from .metrics import BoundaryIoU, confusion_counts
 from .trainer import Trainer
 
 # %% auto #0
-__all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'Study', 'add_study', 'run_key', 'source_units', 'code_units',
-           'code_fingerprint', 'code_changes', 'git_commit', 'peak_memory_mb', 'image_confusions', 'save_evaluation',
-           'iou_of', 'run_one', 'arm_command', 'command_of', 'run_study', 'collect', 'reevaluate', 'units_at',
-           'read_code', 'record_code', 'read_equivalences', 'current_code', 'read_runs', 'paired_bootstrap',
-           'load_confusions', 'load_boundary', 'boundary_iou_of', 'boundary_bootstrap', 'summarize', 'summary_table',
-           'check_study', 'replay', 'tree_units', 'rebase_study', 'rebase_commit', 'plot_study', 'study_parser', 'main']
+__all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'KEYED_AS_BEFORE', 'ADDED_FIELDS', 'Study', 'add_study', 'key_fields',
+           'run_key', 'source_units', 'code_units', 'code_fingerprint', 'code_changes', 'git_commit', 'peak_memory_mb',
+           'image_confusions', 'save_evaluation', 'iou_of', 'run_one', 'arm_command', 'command_of', 'run_study',
+           'collect', 'reevaluate', 'units_at', 'read_code', 'record_code', 'read_equivalences', 'current_code',
+           'read_runs', 'paired_bootstrap', 'load_confusions', 'load_boundary', 'boundary_iou_of', 'boundary_bootstrap',
+           'summarize', 'summary_table', 'check_study', 'replay', 'tree_units', 'rebase_study', 'rebase_commit',
+           'plot_study', 'study_parser', 'main']
 
 # %% ../nbs/20_experiments.ipynb #afbd911d
 @dataclass
@@ -79,13 +81,29 @@ def add_study(study: Study) -> Study:
 # %% ../nbs/20_experiments.ipynb #83fed8ce
 BOOKKEEPING = ("out_dir", "workers", "threads", "device", "log_interval", "checkpoint_interval")
 MEASURED_MODULES = ("anchors", "fusion", "infonce", "error_maps", "distance", "bane", "loss", "baselines", "models",
-                    "data", "toys", "core", "metrics", "evaluate", "config", "checkpoint", "distributed", "trainer")
+                    "data", "toys", "core", "metrics", "evaluate", "config", "checkpoint", "distributed", "trainer",
+                    "adaptive_fusion", "anchor_memory", "contextrast_pp")
+# fields whose default became the loss's own (None), and what earlier keys hold for a loss that does not take them
+KEYED_AS_BEFORE = {"layer_weights": (1.0, 0.7, 0.4, 0.1), "fusion": True}
+# fields added after runs were keyed: keyed only for losses that take them
+ADDED_FIELDS = ("aa_loss", "memory_size")
+
+
+def key_fields(cfg: Config) -> dict:
+    "What `run_key` hashes: `cfg` without bookkeeping, in the form earlier versions keyed (see above)."
+    d = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
+    takes = loss_options(cfg.loss)
+    for f, before in KEYED_AS_BEFORE.items():
+        if d[f] is None: d[f] = takes.get(f, before)
+    if d["fusion"] in ("static", "none"): d["fusion"] = d["fusion"] == "static"        # earlier: a switch
+    for f in ADDED_FIELDS:
+        if f not in takes: d.pop(f)
+    return d
 
 
 def run_key(cfg: Config) -> str:
     "12 hex digits naming the run of `cfg` (bookkeeping fields left out)."
-    d = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps(key_fields(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _is_docstring(node) -> bool:
@@ -768,6 +786,20 @@ add_study(Study(
                                "contextrast": dict(loss="contextrast")},
     seeds=(0, 1, 2), reference="ce", smoke=STUDIES["camvid_cpu"].smoke))
 
-# %% ../nbs/20_experiments.ipynb #94d96659
+# %% ../nbs/20_experiments.ipynb #7cf22602
+add_study(Study(
+    "toy_pp", description="Contextrast++ beside CE and Contextrast on ToyScenes at the main job's budget",
+    arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast"), "contextrast_pp": dict(loss="contextrast_pp")},
+    seeds=(0, 1, 2, 3, 4), reference="ce", smoke=_TOY_SMOKE))
+add_study(Study(
+    "ablation_pp_components", description="The follow-up's components on ToyScenes: layer weights, AA loss, adaptive fusion",
+    arms={"contextrast": dict(loss="contextrast"),
+          "static": dict(loss="contextrast_pp", fusion="static", aa_loss=False),
+          "static_aa": dict(loss="contextrast_pp", fusion="static"),
+          "adaptive": dict(loss="contextrast_pp", aa_loss=False),
+          "contextrast_pp": dict(loss="contextrast_pp")},
+    seeds=(0, 1, 2), reference="contextrast", smoke=_TOY_SMOKE))
+
+# %% ../nbs/20_experiments.ipynb #8b73c53c
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
     sys.exit(main())

@@ -5,6 +5,7 @@
 # %% ../nbs/07_loss.ipynb #30d93846
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Sequence
 
@@ -21,8 +22,8 @@ from .fusion import fuse_anchors
 from .infonce import pixel_anchor_loss
 
 # %% auto #0
-__all__ = ['LOSSES', 'SAMPLING', 'register_loss', 'loss_options', 'build_loss', 'upsample_logits', 'seg_cross_entropy',
-           'SegCELoss', 'ContextrastLoss']
+__all__ = ['LOSSES', 'LOSS_MODULES', 'SAMPLING', 'register_loss', 'loss_options', 'build_loss', 'upsample_logits',
+           'seg_cross_entropy', 'SegCELoss', 'ContextrastLoss']
 
 # %% ../nbs/07_loss.ipynb #1aa22a59
 LOSSES: dict[str, type] = {}
@@ -36,8 +37,14 @@ def register_loss(name: str):
     return add
 
 
+# losses registered by other modules, imported the first time their name is asked for
+LOSS_MODULES = {"contextrast_pp": "contextrast.contextrast_pp", "contrastiveseg": "contextrast.baselines",
+                "region_contrast": "contextrast.baselines", "multiscale_contrast": "contextrast.baselines"}
+
+
 def loss_options(name: str) -> dict:
     "The keyword options of loss `name` and their defaults (`num_classes` aside)."
+    if name not in LOSSES and name in LOSS_MODULES: importlib.import_module(LOSS_MODULES[name])
     if name not in LOSSES: raise ValueError(f"unknown loss {name!r}; registered: {', '.join(sorted(LOSSES))}")
     params = list(inspect.signature(LOSSES[name]).parameters.values())[1:]
     return {p.name: p.default for p in params}
@@ -84,11 +91,12 @@ class ContextrastLoss(nn.Module):
     """Eq. 5: `L = L_CE + λ Σ_l λ_l L_PA^l` over any number of layers (shallow to deep).
 
     `loss_weight` is λ, `layer_weights` the λ_l; `alpha`, `beta` the weights α, β of the fusion (Eq. 2,
-    `fusion`); `temperature` τ; `sampling` the negatives (`SAMPLING`), `ratio` BANE's share K_s of
-    each class's error pixels (0: none); `per_class_mean` averages each layer's loss per class first
-    (Eq. 4), `normalize_anchors` scales anchors to unit length, `random_fill` fills each class's
-    negatives up to `max_samples` with random pixels of other classes; `detach_global` stops the
-    gradient of the deepest anchors in the fusion.
+    `fusion`: True or `"static"`; False or `"none"` keeps each layer's own anchors); `temperature` τ;
+    `sampling` the negatives (`SAMPLING`), `ratio` BANE's share K_s of each class's error pixels
+    (0: none); `per_class_mean` averages each layer's loss per class first (Eq. 4), `normalize_anchors`
+    scales anchors to unit length, `random_fill` fills each class's negatives up to `max_samples` with
+    random pixels of other classes; `detach_global` stops the gradient of the deepest anchors in the
+    fusion. `pixel_anchor_terms` gives the terms before they are summed (for losses that add others).
 
     Called as `loss(logits [B, K, h, w], embeddings [[B, D, h_l, w_l], ...], labels [B, H, W])`;
     returns a dict of scalar tensors: `total` (differentiable), `ce`, `pa` (Σ_l λ_l L_PA^l, before λ),
@@ -97,7 +105,7 @@ class ContextrastLoss(nn.Module):
     """
     def __init__(self, num_classes: int, layer_weights: Sequence[float] = (1.0, 0.7, 0.4, 0.1),
                  loss_weight: float = 0.1, alpha: float = 0.3, beta: float = 0.7, temperature: float = 0.1,
-                 sampling: str = "bane", ratio: float = 0.5, fusion: bool = True, per_class_mean: bool = True,
+                 sampling: str = "bane", ratio: float = 0.5, fusion: bool | str = True, per_class_mean: bool = True,
                  normalize_anchors: bool = False, random_fill: bool = True, max_samples: int = 1024,
                  detach_global: bool = False, ignore_index: int = 255):
         super().__init__()
@@ -105,6 +113,9 @@ class ContextrastLoss(nn.Module):
         if not 0 <= ratio <= 1: raise ValueError(f"ratio must be in [0, 1], got {ratio}")
         if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
         if max_samples < 1: raise ValueError(f"max_samples must be at least 1, got {max_samples}")
+        if fusion not in (True, False, "static", "none"):
+            raise ValueError(f"fusion must be static or none (adaptive fusion is the contextrast_pp loss's), got {fusion!r}")
+        fusion = fusion in (True, "static")
         self.num_classes, self.layer_weights, self.loss_weight = num_classes, tuple(layer_weights), loss_weight
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.sampling, self.ratio, self.fusion, self.max_samples = sampling, ratio, fusion, max_samples
@@ -137,7 +148,9 @@ class ContextrastLoss(nn.Module):
         if not self.fusion: return per_layer
         return fuse_anchors(per_layer, self.alpha, self.beta, self.detach_global, self.normalize_anchors)
 
-    def forward(self, logits, embeddings, labels, generator=None, return_samples: bool = False):
+    def pixel_anchor_terms(self, logits, embeddings, labels, generator=None):
+        """`(ce, pa, out, samples, anchors)`: the cross-entropy, `Σ_l λ_l L_PA^l` (both differentiable), the
+        logged components, each layer's sampled pixels and each layer's `(anchors, present)` the loss used."""
         if len(embeddings) != len(self.layer_weights):
             raise ValueError(f"got {len(embeddings)} embedding layers but {len(self.layer_weights)} layer weights "
                              f"{self.layer_weights}: pass one weight per layer")
@@ -147,9 +160,8 @@ class ContextrastLoss(nn.Module):
         out, full = {"ce": ce.detach()}, full.detach()
         # labels at each layer's size, once: every function below is then called at that size
         ys = [downsample_labels(labels, e.shape[-2:]) for e in embeddings]
-        pa, samples = ce.new_zeros(()), []
-        for l, (e, y, (anchors, present), lw) in enumerate(zip(embeddings, ys, self.layer_anchors(embeddings, ys),
-                                                                self.layer_weights), 1):
+        pa, samples, per_layer = ce.new_zeros(()), [], self.layer_anchors(embeddings, ys)
+        for l, (e, y, (anchors, present), lw) in enumerate(zip(embeddings, ys, per_layer, self.layer_weights), 1):
             negs = self.negatives(full, y, e.shape[-2:], generator)
             loss_l, stats = pixel_anchor_loss(anchors, present, e, y, negs, self.temperature, self.max_samples,
                                               random_fill=self.random_fill and negs is not None,
@@ -160,6 +172,10 @@ class ContextrastLoss(nn.Module):
             out.update({f"{k}_{l}": stats[k] for k in ("anchors", "negatives", "hard")})
             samples.append(stats["samples"])
         out["pa"] = pa.detach()
+        return ce, pa, out, samples, per_layer
+
+    def forward(self, logits, embeddings, labels, generator=None, return_samples: bool = False):
+        ce, pa, out, samples, _ = self.pixel_anchor_terms(logits, embeddings, labels, generator)
         out["total"] = ce + self.loss_weight * pa
         if return_samples: out["samples"] = samples
         return out

@@ -29,7 +29,7 @@ from .models import build_model
 from .runlog import Progress, RunLog, plot_curves, plot_predictions
 
 # %% auto #0
-__all__ = ['poly_lr', 'NonFiniteLossError', 'Trainer']
+__all__ = ['poly_lr', 'NonFiniteLossError', 'average_gradients', 'Trainer']
 
 # %% ../nbs/16_trainer.ipynb #c39b65b2
 def poly_lr(iteration: int, base_lr: float, iterations: int, power: float = 0.9,
@@ -52,6 +52,14 @@ def _format_losses(losses: dict) -> str:
 def _ignore_interrupts(worker_id: int):
     "Data-loading workers leave Ctrl-C (SIGINT to the whole process group) to the main process, which stops cleanly."
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def average_gradients(params, world: int):
+    "All-reduce the gradients of `params` to their mean over `world` processes (a missing gradient counts as zero)."
+    for p in params:
+        if p.grad is None: p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
 
 
 def _aux_ce(logits, labels, ignore_index):
@@ -96,9 +104,13 @@ class Trainer:
         if self.world > 1:
             # only Contextrast is known to use every projection head; other losses may leave some untrained
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                               find_unused_parameters=cfg.loss != "contextrast")
+                                               find_unused_parameters=cfg.loss not in ("contextrast", "contextrast_pp"))
         self.criterion = build_loss(cfg.loss, self.num_classes, **loss_settings(cfg)).to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        # a loss may learn parameters of its own (Contextrast++'s adaptive fusion): trained with the network's,
+        # their gradients averaged over processes here (DDP averages only the network's)
+        self.loss_params = [p for p in self.criterion.parameters() if p.requires_grad]
+        self.params = [*self.model.parameters(), *self.loss_params]
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.iteration, self.skipped = 0, 0
@@ -121,7 +133,9 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         # a skipped step must not leave NaN in the batch-norm statistics its forward pass updated
-        buffers = [b.clone() for b in self.model.buffers()] if cfg.skip_nonfinite else None
+        # (and the loss's buffers: a memory of anchors the forward pass pushed to)
+        kept = [*self.model.buffers(), *self.criterion.buffers()]
+        buffers = [b.clone() for b in kept] if cfg.skip_nonfinite else None
         with autocast(self.device, cfg.amp):
             out = self.net(images)
             losses = dict(self.criterion(out["logits"], out["embeddings"], labels))
@@ -147,13 +161,14 @@ class Trainer:
                                          f"{_format_losses(losses)}")
             self.optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
-                for b, saved in zip(self.model.buffers(), buffers): b.copy_(saved)
+                for b, saved in zip(kept, buffers): b.copy_(saved)
             self.skipped += 1
         else:
             self.scaler.scale(total).backward()
+            if self.world > 1 and self.loss_params: average_gradients(self.loss_params, self.world)
             if cfg.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo, DDP) train in lockstep with each other and with one process on the same global batch."""
+"""Two CPU processes (gloo, DDP) train in lockstep with each other and with one process on the same global batch;
+a loss with parameters and a memory of its own (Contextrast++) stays identical on both."""
 import os
 
 import torch
@@ -13,7 +14,7 @@ from contextrast.trainer import Trainer
 
 from _ddp import free_port, torchrun_env
 
-LOSSES = ("ce", "contextrast")
+LOSSES = ("ce", "contextrast", "contextrast_pp")
 
 
 class Blocks(Dataset):
@@ -57,7 +58,17 @@ def _model():
 def _train(out_dir, loss):
     trainer = Trainer(_config(out_dir, loss), Blocks(8), Blocks(2), model=_model(), verbose=False)
     trainer.fit(until=2)
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    return {**{k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+            **{f"criterion.{k}": v.detach().clone() for k, v in trainer.criterion.state_dict().items()}}
+
+
+def _train_start(loss):
+    "The loss's state before any step (built as `Trainer` builds it beside a given network: right after seeding)."
+    torch.manual_seed(0)
+    from contextrast.config import loss_settings
+    from contextrast.loss import build_loss
+    cfg = _config("unused", loss)
+    return {f"criterion.{k}": v for k, v in build_loss(loss, Blocks.num_classes, **loss_settings(cfg)).state_dict().items()}
 
 
 def _worker(rank, world, port, out_dir, result):
@@ -82,9 +93,14 @@ def test_two_processes_match_one_on_the_global_batch(tmp_path):
         ckpt = read_checkpoint(tmp_path / "ddp" / loss / "last.pt")
         assert ckpt["iteration"] == 2 and len(ckpt["rng"]) == 2
         assert read_checkpoint(tmp_path / "ddp" / loss / "best.pt")["iteration"] in (1, 2)
-        changed = [k for k in ranks[0] if ranks[0][k].is_floating_point()
-                   and not torch.equal(ranks[0][k], ckpt["model"][k])]
+        saved = {**ckpt["model"], **{f"criterion.{k}": v for k, v in ckpt["criterion"].items()}}
+        changed = [k for k in ranks[0] if ranks[0][k].is_floating_point() and not torch.equal(ranks[0][k], saved[k])]
         assert not changed, changed
+    # the adaptive fusion trained (its gradients averaged over the processes) and the memory was pushed to
+    pp = result[("contextrast_pp", 0)]
+    initial = _train_start("contextrast_pp")
+    assert any(not torch.equal(pp[k], initial[k]) for k in pp if k.startswith("criterion.adaptive"))
+    assert int(pp["criterion.memory.filled"].sum()) > 0
 
     # cross-entropy is a mean over pixels and synchronised batch norm sees the global batch: two processes
     # with two images each take the steps of one process with four
