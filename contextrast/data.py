@@ -136,6 +136,9 @@ class CamVid(SegmentationDataset):
     name, classes, palette = "camvid", CAMVID_CLASSES, CAMVID_PALETTE
     splits = {"train": "train", "val": "val", "test": "test"}
     label_map = {11: 255}
+    # pixels per class of the 367 training images at full resolution (`class_pixel_counts`), for the
+    # head / mid / tail groups of notebook 10
+    pixel_counts = (10682767, 14750079, 623349, 20076880, 2845085, 6166762, 743859, 714595, 3719877, 405385, 184967)
     layout = """camvid/
   train/ val/ test/                  RGB images <name>.png
   trainannot/ valannot/ testannot/   8-bit label PNGs <name>.png: 0..10, 11 = void
