@@ -1,4 +1,4 @@
-"""Forward+backward time and peak memory of the peers' losses against ContextrastLoss, same inputs.
+"""Forward+backward time and peak memory of the peers' losses and Contextrast++ against ContextrastLoss, same inputs.
 
 B = 8, 19 classes, D = 256, embeddings at strides 4, 8, 16, 32 of a 256x512 crop (L2-normalised,
 leaves with gradients), logits at stride 4, street-like labels (sky, buildings, sidewalk, road,
@@ -9,14 +9,17 @@ memory is its own: on CPU the peak resident set during the steps (VmHWM, reset t
 peak of torch.cuda.max_memory_allocated above the memory allocated before the first step. Time: median of `--repeats` forward+backward steps after one warm-up step. Rounds of
 all losses are interleaved, so ratios are measured under the same machine load.
 
-    python bench/baselines.py [--device cuda] [--repeats 3] [--rounds 2] [--threads 1]
+"contextrast_pp" is the follow-up's loss (adaptive fusion, AA loss) with its memory full (100 anchors
+per class: the steady state of a long run); its backward includes the fusion's own parameters.
+
+    python bench/baselines.py [--device cuda] [--repeats 3] [--rounds 2] [--threads 1] [--losses a,b,...]
 """
 import argparse, json, statistics, subprocess, sys, time
 
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce only", "contextrast", "contrastiveseg", "contrastiveseg + banks", "region_contrast",
+LOSSES = ("ce only", "contextrast", "contextrast_pp", "contrastiveseg", "contrastiveseg + banks", "region_contrast",
           "multiscale_contrast")
 
 
@@ -52,6 +55,11 @@ def make_loss(name, C=19, D=256):
     from contextrast.loss import ContextrastLoss, SegCELoss
     if name == "ce only": return SegCELoss(C)
     if name == "contextrast": return ContextrastLoss(C)
+    if name == "contextrast_pp":
+        loss = build_loss("contextrast_pp", C, embed_dim=D)
+        loss.memory.queue.copy_(F.normalize(torch.randn_like(loss.memory.queue), dim=2))
+        loss.memory.filled.fill_(loss.memory.size)
+        return loss
     if name == "contrastiveseg + banks":
         loss = build_loss("contrastiveseg", C, embed_dim=D, memory_size=5000)
         # full banks: the steady state of a long run
@@ -104,13 +112,17 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--losses", default=",".join(LOSSES), help="comma-separated subset (contextrast is always run)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.one: return one(args.one, args.device, args.repeats)
-    runs = {name: [] for name in LOSSES}
+    names = [n for n in LOSSES if n in args.losses.split(",") or n == "contextrast"]
+    unknown = set(args.losses.split(",")) - set(LOSSES)
+    if unknown: raise SystemExit(f"unknown losses {sorted(unknown)}; choose from {', '.join(LOSSES)}")
+    runs = {name: [] for name in names}
     for _ in range(args.rounds):
-        for name in LOSSES:
+        for name in names:
             cmd = [sys.executable, __file__, "--one", name, "--device", args.device,
                    "--repeats", str(args.repeats), "--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True)
@@ -122,7 +134,7 @@ def main():
           f"{args.rounds} rounds x {args.repeats} steps (median)")
     print("| loss | fwd+bwd (s) | × Contextrast | peak memory (MiB) | × Contextrast | sampled |")
     print("|---|---|---|---|---|---|")
-    for name in LOSSES:
+    for name in names:
         t = statistics.median(r["time"] for r in runs[name])
         m = statistics.median(r["peak_mb"] for r in runs[name])
         print(f"| {name} | {t:.3f} | {t / ref_t:.2f} | {m:.0f} | {m / ref_m:.2f} | {runs[name][-1]['note']} |")
