@@ -35,12 +35,12 @@ from .trainer import Trainer
 
 # %% auto #0
 __all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'KEYED_AS_BEFORE', 'ADDED_FIELDS', 'Study', 'add_study', 'key_fields',
-           'run_key', 'source_units', 'code_units', 'code_fingerprint', 'code_changes', 'git_commit', 'peak_memory_mb',
-           'image_confusions', 'save_evaluation', 'iou_of', 'run_one', 'arm_command', 'command_of', 'run_study',
-           'collect', 'reevaluate', 'units_at', 'read_code', 'record_code', 'read_equivalences', 'current_code',
-           'read_runs', 'paired_bootstrap', 'load_confusions', 'load_boundary', 'boundary_iou_of', 'boundary_bootstrap',
-           'summarize', 'summary_table', 'check_study', 'replay', 'tree_units', 'rebase_study', 'rebase_commit',
-           'plot_study', 'study_parser', 'main']
+           'run_key', 'source_units', 'code_units', 'code_fingerprint', 'code_changes', 'git_commit', 'imported_code',
+           'peak_memory_mb', 'image_confusions', 'save_evaluation', 'iou_of', 'run_one', 'arm_command', 'command_of',
+           'run_study', 'collect', 'reevaluate', 'units_at', 'read_code', 'record_code', 'read_equivalences',
+           'current_code', 'read_runs', 'paired_bootstrap', 'load_confusions', 'load_boundary', 'boundary_iou_of',
+           'boundary_bootstrap', 'summarize', 'summary_table', 'check_study', 'replay', 'tree_units', 'rebase_study',
+           'rebase_commit', 'plot_study', 'study_parser', 'main']
 
 # %% ../nbs/20_experiments.ipynb #afbd911d
 @dataclass
@@ -189,6 +189,15 @@ def git_commit(cwd=None) -> str:
     except (OSError, subprocess.CalledProcessError): return "unknown"
     return sha[:12] + ("+dirty" if dirty.strip() else "")
 
+
+def imported_code() -> tuple[str, dict]:
+    """`(commit, code units)` of the measured code as this process imported it, read when this module was
+    imported: a run records the code it ran, even when the files change while it trains."""
+    return _IMPORTED_CODE
+
+
+_IMPORTED_CODE = (git_commit(), code_units())
+
 # %% ../nbs/20_experiments.ipynb #062b68d4
 def peak_memory_mb(device) -> float:
     "Peak memory of this process so far: CUDA allocations on a GPU, the resident set on a CPU."
@@ -252,7 +261,7 @@ def run_one(cfg: Config, run_dir, verbose: bool = False) -> dict:
            **{f"b_miou_{d}": float(v["miou"]) for d, v in ev["boundary"].items()},
            "train_seconds": seconds, "images_per_s": (cfg.iterations - start) * cfg.batch_size / max(seconds, 1e-9),
            "peak_memory_mb": peak_memory_mb(trainer.device), "device": str(trainer.device),
-           "commit": git_commit(), "code": code_fingerprint(units := code_units()), "code_units": units}
+           "commit": (code := imported_code())[0], "code": code_fingerprint(code[1]), "code_units": code[1]}
     done.write_text(json.dumps(out, indent=1) + "\n")
     return out
 
