@@ -582,7 +582,7 @@ print(json.dumps({"digest": h.hexdigest()[:16], "iteration": trainer.iteration})
 """
 
 
-def replay(study: Study, arm: str, seed: int, tree, mode: str = "default", iterations: int = 20, images: int = 4) -> str:
+def replay(study: Study, arm: str, seed: int, tree, mode: str = "default", iterations: int = 10, images: int = 4) -> str:
     "Digest of `(arm, seed)` of `study` trained `iterations` iterations and evaluated on `images` images by the package in `tree`."
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     p = subprocess.run([sys.executable, "-c", _REPLAY, str(tree), study.name, arm, str(seed), mode, str(iterations), str(images)],
@@ -598,24 +598,24 @@ def tree_units(tree) -> dict:
     return code_units(mods, lambda m: (root / f"{m}.py").read_text())
 
 
-def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = "default", iterations: int = 20,
+def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = "default", iterations: int = 10,
                  images: int = 4, head_tree=None, verbose: bool = True) -> dict | None:
     """Carry the stale rows of `out/<study>` measured by the code in `base_tree` (commit `base`) over to this
-    checkout's code when a replay of every arm gives equal digests with both; returns the record written
-    to `equivalence.json`, or None when no row is stale. Raises when the replays differ (nothing written)."""
+    checkout's code when a replay of each of their arms gives equal digests with both; returns the record
+    written to `equivalence.json`, or None when no stale row was measured by that code (rows of other codes
+    are left for a replay against their own commit). Raises when the replays differ (nothing written)."""
     dest = Path(out) / study.name
     head_tree = Path(head_tree or Path(contextrast.__file__).parent.parent)
     now, known, eqs = code_units(), read_code(dest), read_equivalences(dest)
     rows = [r for r in read_runs(dest) if r["mode"] == mode]
     stale = sorted({c for r in rows if (c := current_code(r["code"], eqs)) not in known or code_changes(known[c], now)})
-    if not stale: return None
+    unknown = [c for c in stale if c not in known]
+    if unknown: raise ValueError(f"{dest / 'code.json'} does not describe code {unknown[0]}: nothing shows what its rows measured")
     was = tree_units(base_tree)
-    for c in stale:
-        if c not in known: raise ValueError(f"{dest / 'code.json'} does not describe code {c}: nothing shows what its rows measured")
-        if ch := code_changes(known[c], was):
-            raise ValueError(f"the rows measured by code {c} were not measured by the code of {base} ({', '.join(ch[:3])}); "
-                             f"replay against their own commit")
-    seeds = {a: min(int(r["seed"]) for r in rows if r["arm"] == a) for a in study.arms if any(r["arm"] == a for r in rows)}
+    stale = [c for c in stale if not code_changes(known[c], was)]          # the codes `base` reproduces
+    if not stale: return None
+    carried = [r for r in rows if current_code(r["code"], eqs) in stale]
+    seeds = {a: min(int(r["seed"]) for r in carried if r["arm"] == a) for a in study.arms if any(r["arm"] == a for r in carried)}
     digests = {}
     for a, s in seeds.items():
         before, after = (replay(study, a, s, t, mode, iterations, images) for t in (base_tree, head_tree))
@@ -632,7 +632,7 @@ def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = 
     return record
 
 
-def rebase_commit(study: Study, base: str, out="results", mode: str = "default", iterations: int = 20,
+def rebase_commit(study: Study, base: str, out="results", mode: str = "default", iterations: int = 10,
                   images: int = 4, verbose: bool = True) -> dict | None:
     "`rebase_study` against the package at git commit `base` (this checkout's code must be committed)."
     head = git_commit()
@@ -695,7 +695,7 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebase", metavar="COMMIT",
                    help="carry stale rows measured by COMMIT's code over to this code when a short replay of every "
                         "arm is bit-identical with both")
-    p.add_argument("--replay-iterations", type=int, default=20, help="iterations of each replay (20)")
+    p.add_argument("--replay-iterations", type=int, default=10, help="iterations of each replay (10)")
     p.add_argument("--run", metavar="RUN_DIR", help=argparse.SUPPRESS)        # one run in a worker process
     return p
 
@@ -728,7 +728,7 @@ def main(argv=None) -> int:
         except (ValueError, RuntimeError) as err:
             print(f"contextrast_study: error: {err}", file=sys.stderr)
             return 1
-        print(f"{study.name}: no stale rows" if record is None else
+        print(f"{study.name}: no stale rows measured by the code of {a.rebase}" if record is None else
               f"{study.name}: rows of code {', '.join(record['from'])} carried over to {record['to']} "
               f"({len(record['digests'])} arms replayed, {record['iterations']} iterations each, identical)")
         return 0
