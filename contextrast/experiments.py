@@ -557,9 +557,9 @@ import numpy as np, torch
 from torch.utils.data import Subset
 from contextrast.config import Config
 from contextrast.data import build_dataset, eval_transform
-from contextrast.experiments import STUDIES, image_confusions
+from contextrast.experiments import image_confusions
 from contextrast.trainer import Trainer
-name, arm, seed, mode, iterations, images = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+settings, iterations, images = json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 h = hashlib.sha1()
 def put(key, v):
     h.update(str(key).encode())
@@ -567,7 +567,7 @@ def put(key, v):
     elif isinstance(v, np.ndarray): h.update(np.ascontiguousarray(v).tobytes())
     else: h.update(repr(v).encode())
 with tempfile.TemporaryDirectory() as tmp:
-    cfg = Config.from_dict({**STUDIES[name].config(arm, seed, mode).to_dict(), "out_dir": tmp, "threads": 1})
+    cfg = Config.from_dict({**settings, "out_dir": tmp, "threads": 1})
     trainer = Trainer(cfg, progress=False, verbose=False)
     trainer.fit(until=iterations)
     for part in ("model", "criterion"):
@@ -583,9 +583,11 @@ print(json.dumps({"digest": h.hexdigest()[:16], "iteration": trainer.iteration})
 
 
 def replay(study: Study, arm: str, seed: int, tree, mode: str = "default", iterations: int = 10, images: int = 4) -> str:
-    "Digest of `(arm, seed)` of `study` trained `iterations` iterations and evaluated on `images` images by the package in `tree`."
+    """Digest of `(arm, seed)` of `study` trained `iterations` iterations and evaluated on `images` images by the package
+    in `tree`. The config goes over as `key_fields` write it, the form every version reads."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    p = subprocess.run([sys.executable, "-c", _REPLAY, str(tree), study.name, arm, str(seed), mode, str(iterations), str(images)],
+    settings = json.dumps(key_fields(study.config(arm, seed, mode)))
+    p = subprocess.run([sys.executable, "-c", _REPLAY, str(tree), settings, str(iterations), str(images)],
                        capture_output=True, text=True, env=env)
     if p.returncode: raise RuntimeError(f"the replay of {study.name} arm {arm} seed {seed} with {tree} failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])["digest"]
