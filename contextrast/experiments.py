@@ -810,6 +810,11 @@ add_study(Study(
           "adaptive": dict(loss="contextrast_pp", aa_loss=False),
           "contextrast_pp": dict(loss="contextrast_pp")},
     seeds=(0, 1, 2), reference="contextrast", smoke=_TOY_SMOKE))
+add_study(Study(
+    "camvid_cpu_pp", description="Contextrast++ beside CE and Contextrast on real CamVid: the camvid_cpu setting",
+    preset="camvid_cpu", arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast"),
+                               "contextrast_pp": dict(loss="contextrast_pp")},
+    seeds=(0, 1, 2), reference="ce", smoke=STUDIES["camvid_cpu"].smoke))
 
 # %% ../nbs/20_experiments.ipynb #8b73c53c
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":
