@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from .config import Config
 from .data import build_dataset, eval_transform
 from .evaluate import autocast, predict
 from .loss import loss_options
-from .metrics import BoundaryIoU, confusion_counts
+from .metrics import BoundaryIoU, ObjectScaleIoU, confusion_counts
 from .trainer import Trainer
 
 # %% auto #0
@@ -39,8 +40,8 @@ __all__ = ['STUDIES', 'BOOKKEEPING', 'MEASURED_MODULES', 'KEYED_AS_BEFORE', 'ADD
            'peak_memory_mb', 'image_confusions', 'save_evaluation', 'iou_of', 'run_one', 'arm_command', 'command_of',
            'run_study', 'collect', 'reevaluate', 'units_at', 'read_code', 'record_code', 'read_equivalences',
            'current_code', 'read_runs', 'paired_bootstrap', 'load_confusions', 'load_boundary', 'boundary_iou_of',
-           'boundary_bootstrap', 'summarize', 'summary_table', 'check_study', 'replay', 'tree_units', 'rebase_study',
-           'rebase_commit', 'plot_study', 'study_parser', 'main']
+           'boundary_bootstrap', 'load_scales', 'scale_iou_of', 'scale_bootstrap', 'summarize', 'summary_table',
+           'check_study', 'replay', 'tree_units', 'rebase_study', 'rebase_commit', 'plot_study', 'study_parser', 'main']
 
 # %% ../nbs/20_experiments.ipynb #afbd911d
 @dataclass
@@ -209,9 +210,12 @@ def peak_memory_mb(device) -> float:
 @torch.no_grad()
 def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") -> dict:
     """Per-image confusion matrices `[N, C, C]` of `net` on `dataset` under `cfg`'s test recipe, boundary IoU, and
-    per image the boundary IoU's counts `[N, D, 3, C]` (intersection, labelled band, predicted band per class)."""
+    per image the boundary IoU's counts `[N, D, 3, C]` (intersection, labelled band, predicted band per class) and
+    the object-scale counts: `scale_counts [N, G, C, C]` (the confusion of the pixels of each scale group's
+    ground-truth objects) and `scale_objects [N, G, C]` (its objects per class), groups `scale_groups`."""
     net = net.to(device).eval()
     mats, bands, bd = [], [], BoundaryIoU(num_classes, ignore_index=cfg.ignore_index, device=device)
+    scales, objects, sc = [], [], ObjectScaleIoU(num_classes, ignore_index=cfg.ignore_index, device=device)
     crop = tuple(cfg.crop_size) if cfg.eval_mode == "slide" else None
     for i in range(len(dataset)):
         image, labels = dataset[i]
@@ -221,14 +225,29 @@ def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") 
         mats.append(confusion_counts(pred, labels, num_classes, cfg.ignore_index))
         bands.append(BoundaryIoU(num_classes, bd.dilations, cfg.ignore_index, device=device).update(pred, labels).state[0])
         bd.update(pred, labels)
+        one = ObjectScaleIoU(num_classes, sc.areas, sc.names, ignore_index=cfg.ignore_index, device=device).update(pred, labels)
+        scales.append(one.state[0]); objects.append(one.state[1])
     return {"confusions": torch.stack(mats).cpu().numpy(), "boundary": bd.compute(),      # one copy to the host each
-            "boundary_counts": torch.stack(bands).cpu().numpy(), "dilations": bd.dilations}
+            "boundary_counts": torch.stack(bands).cpu().numpy(), "dilations": bd.dilations,
+            "scale_counts": torch.stack(scales).cpu().numpy(), "scale_objects": torch.stack(objects).cpu().numpy(),
+            "scale_groups": sc.names, "scale_areas": sc.areas}
+
+
+_EXTRAS = ("boundary", "scales")                           # per-image counts a run keeps beside its confusions
+
+
+def _save_extra(ev: dict, run_dir, name: str):
+    if name == "boundary":
+        np.savez_compressed(Path(run_dir) / "boundary.npz", counts=ev["boundary_counts"], dilations=np.array(ev["dilations"]))
+    else:
+        np.savez_compressed(Path(run_dir) / "scales.npz", counts=ev["scale_counts"], objects=ev["scale_objects"],
+                            groups=np.array(ev["scale_groups"]), areas=np.array(ev["scale_areas"]))
 
 
 def save_evaluation(ev: dict, run_dir):
-    "Write `image_confusions`' per-image matrices to `run_dir/confusions.npz` and `run_dir/boundary.npz`."
+    "Write `image_confusions`' per-image matrices to `run_dir/confusions.npz`, `boundary.npz` and `scales.npz`."
     np.savez_compressed(Path(run_dir) / "confusions.npz", confusions=ev["confusions"])
-    np.savez_compressed(Path(run_dir) / "boundary.npz", counts=ev["boundary_counts"], dilations=np.array(ev["dilations"]))
+    for name in _EXTRAS: _save_extra(ev, run_dir, name)
 
 
 def iou_of(confusion) -> np.ndarray:
@@ -334,9 +353,10 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
             if not (d / "result.json").exists(): continue
             res = json.loads((d / "result.json").read_text())
             tag = f"{a}_{s}{'' if mode == 'default' else '_' + mode}.npz"
-            if (d / "boundary.npz").exists():
-                (dest / "boundary").mkdir(exist_ok=True)
-                shutil.copyfile(d / "boundary.npz", dest / "boundary" / tag)
+            for extra in _EXTRAS:
+                if (d / f"{extra}.npz").exists():
+                    (dest / extra).mkdir(exist_ok=True)
+                    shutil.copyfile(d / f"{extra}.npz", dest / extra / tag)
             old = rows.get((a, str(s), mode))
             if old is not None and old["key"] == res["key"] and old["code"] == res["code"]: continue   # already collected
             if "code_units" in res: units[res["code"]] = res["code_units"]
@@ -366,13 +386,15 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
 
 def reevaluate(study: Study, mode: str = "default", arms=None, seeds=None, runs_root="runs/studies", out="results",
                verbose: bool = True) -> Path:
-    """Evaluate the finished runs of `study` that lack `boundary.npz` again from their final weights (`last.pt`), write
-    it, then `collect`. The per-image confusions must come out equal to the stored ones, or it stops with an error."""
+    """Evaluate the finished runs of `study` that lack `boundary.npz` or `scales.npz` again from their final weights
+    (`last.pt`), write what they lack, then `collect`. The per-image confusions must come out equal to the stored
+    ones, or it stops with an error."""
     for a in (arms or study.arms):
         for s in (seeds if seeds is not None else study.seeds):
             cfg = study.config(a, s, mode)
             d = _run_dir(runs_root, cfg)
-            if not (d / "result.json").exists() or (d / "boundary.npz").exists(): continue
+            missing = [x for x in _EXTRAS if not (d / f"{x}.npz").exists()]
+            if not (d / "result.json").exists() or not missing: continue
             if not (d / "last.pt").exists(): raise RuntimeError(f"run {a} seed {s} ({d}) has no last.pt to evaluate")
             trainer = Trainer(Config.from_dict({**cfg.to_dict(), "out_dir": str(d)}), progress=False, verbose=False)
             trainer.load_checkpoint(d / "last.pt")
@@ -383,8 +405,8 @@ def reevaluate(study: Study, mode: str = "default", arms=None, seeds=None, runs_
             if not np.array_equal(ev["confusions"], np.load(d / "confusions.npz")["confusions"]):
                 raise RuntimeError(f"run {a} seed {s}: its last.pt gives other predictions than the ones it was evaluated "
                                    f"with ({d / 'confusions.npz'}); nothing written")
-            np.savez_compressed(d / "boundary.npz", counts=ev["boundary_counts"], dilations=np.array(ev["dilations"]))
-            if verbose: print(f"  {a} seed {s}: evaluated again, same predictions; boundary counts written", flush=True)
+            for x in missing: _save_extra(ev, d, x)
+            if verbose: print(f"  {a} seed {s}: evaluated again, same predictions; {', '.join(missing)} counts written", flush=True)
     return collect(study, mode, arms, seeds, runs_root, out)
 
 
@@ -491,6 +513,37 @@ def boundary_bootstrap(ref, arm, n: int = 2000, seed: int = 0, per_class: bool =
     with np.errstate(invalid="ignore"):
         diffs = np.nanmean(metric(np.einsum("bn,sn...->bs...", weights, arm)) - metric(np.einsum("bn,sn...->bs...", weights, ref)), 1)
         diff = np.nanmean(metric(arm.sum(1)) - metric(ref.sum(1)), 0)
+        lo, hi = np.nanpercentile(diffs, [2.5, 97.5], axis=0)
+    return {"diff": diff, "lo": lo, "hi": hi}
+
+
+def load_scales(study_dir, arm: str, seeds, mode: str = "default") -> tuple[np.ndarray, np.ndarray, tuple]:
+    "Per-image object-scale counts `[S, N, G, C, C]` and objects `[S, N, G, C]` of `arm` over `seeds`, and the groups' names."
+    tag = "" if mode == "default" else "_" + mode
+    files = [np.load(Path(study_dir) / "scales" / f"{arm}_{s}{tag}.npz") for s in seeds]
+    return (np.stack([f["counts"] for f in files]), np.stack([f["objects"] for f in files]),
+            tuple(str(g) for g in files[0]["groups"]))
+
+
+def scale_iou_of(counts, objects) -> np.ndarray:
+    """Per-class IoU `[..., G, C]` of object-scale counts `[..., G, C, C]` for the classes with an object in the group
+    (`objects [..., G, C]` > 0), NaN for the others: `ObjectScaleIoU.compute()`'s IoU."""
+    return np.where(np.asarray(objects) > 0, iou_of(counts), np.nan)
+
+
+def scale_bootstrap(ref, arm, n: int = 2000, seed: int = 0) -> dict:
+    """`paired_bootstrap` of the mIoU of each object-scale group: `ref`, `arm` pairs `(counts [S, N, G, C, C],
+    objects [S, N, G, C])`. Returns `diff` (mean over seeds, all images), `lo`, `hi`: `[G]`, on the same resampled
+    images as `paired_bootstrap` with the same `n` and `seed`."""
+    (rc, ro), (ac, ao) = [tuple(np.asarray(x, np.float64) for x in p) for p in (ref, arm)]
+    if rc.shape != ac.shape: raise ValueError(f"the arms' object-scale counts differ in shape: {rc.shape} vs {ac.shape}")
+    weights = np.random.default_rng(seed).multinomial(rc.shape[1], np.full(rc.shape[1], 1 / rc.shape[1]), size=n)
+    w = lambda x: np.einsum("bn,sn...->bs...", weights, x)
+    miou = lambda c, o: np.nanmean(scale_iou_of(c, o), -1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # a group without objects: NaN
+        diffs = np.nanmean(miou(w(ac), w(ao)) - miou(w(rc), w(ro)), 1)
+        diff = np.nanmean(miou(ac.sum(1), ao.sum(1)) - miou(rc.sum(1), ro.sum(1)), 0)
         lo, hi = np.nanpercentile(diffs, [2.5, 97.5], axis=0)
     return {"diff": diff, "lo": lo, "hi": hi}
 
