@@ -10,15 +10,13 @@ import torch
 from .adaptive_fusion import AdaptiveFusionLayers
 from .anchor_memory import AnchorMemory, anchor_anchor_loss, class_prioritised_anchors
 from .anchors import class_anchors, normalize_anchors
+from .config import FUSION_MODES
 from .loss import ContextrastLoss, register_loss
 
 # %% auto #0
-__all__ = ['FUSIONS', 'ContextrastPPLoss']
+__all__ = ['ContextrastPPLoss']
 
 # %% ../nbs/42_contextrast_pp.ipynb #b5d1d339
-FUSIONS = ("adaptive", "static", "none")
-
-
 @register_loss("contextrast_pp")
 class ContextrastPPLoss(ContextrastLoss):
     """The follow-up's loss: `L = L_CE + loss_weight (Σ_l λ_l L_PA^l + L_AA)`.
@@ -35,7 +33,7 @@ class ContextrastPPLoss(ContextrastLoss):
                  samples_per_class: int | None = None, embed_dim: int = 256, token_size: int = 16,
                  per_class_mean: bool = True, normalize_anchors: bool = False, random_fill: bool = True,
                  max_samples: int = 1024, detach_global: bool = False, ignore_index: int = 255):
-        if fusion not in FUSIONS: raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if fusion not in FUSION_MODES: raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
         super().__init__(num_classes, layer_weights, loss_weight, alpha, beta, temperature, sampling, ratio,
                          fusion != "none", per_class_mean, normalize_anchors, random_fill, max_samples,
                          detach_global, ignore_index)

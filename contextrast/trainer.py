@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from .checkpoint import atomic_save, read_checkpoint, rng_state, seed_everything, set_rng_state
-from .config import Config, loss_settings
+from .config import CONTEXTRAST_LOSSES, Config, loss_settings
 from .data import build_dataset, eval_transform, train_transform
 from .distributed import SeededDraws, TrainStream, setup_distributed, sync_batchnorm
 from .evaluate import autocast, class_palette, validate
@@ -104,7 +104,7 @@ class Trainer:
         if self.world > 1:
             # only Contextrast is known to use every projection head; other losses may leave some untrained
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                               find_unused_parameters=cfg.loss not in ("contextrast", "contextrast_pp"))
+                                               find_unused_parameters=cfg.loss not in CONTEXTRAST_LOSSES)
         self.criterion = build_loss(cfg.loss, self.num_classes, **loss_settings(cfg)).to(self.device)
         # a loss may learn parameters of its own (Contextrast++'s adaptive fusion): trained with the network's,
         # their gradients averaged over processes here (DDP averages only the network's)
