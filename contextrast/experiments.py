@@ -31,7 +31,7 @@ from .config import Config
 from .data import build_dataset, eval_transform
 from .evaluate import autocast, predict
 from .loss import loss_options
-from .metrics import BoundaryIoU, ObjectScaleIoU, confusion_counts
+from .metrics import SCALE_AREAS, SCALE_GROUPS, BoundaryIoU, ObjectScaleIoU, confusion_counts
 from .trainer import Trainer
 
 # %% auto #0
@@ -215,7 +215,7 @@ def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") 
     ground-truth objects) and `scale_objects [N, G, C]` (its objects per class), groups `scale_groups`."""
     net = net.to(device).eval()
     mats, bands, bd = [], [], BoundaryIoU(num_classes, ignore_index=cfg.ignore_index, device=device)
-    scales, objects, sc = [], [], ObjectScaleIoU(num_classes, ignore_index=cfg.ignore_index, device=device)
+    scales, objects = [], []
     crop = tuple(cfg.crop_size) if cfg.eval_mode == "slide" else None
     for i in range(len(dataset)):
         image, labels = dataset[i]
@@ -225,23 +225,22 @@ def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") 
         mats.append(confusion_counts(pred, labels, num_classes, cfg.ignore_index))
         bands.append(BoundaryIoU(num_classes, bd.dilations, cfg.ignore_index, device=device).update(pred, labels).state[0])
         bd.update(pred, labels)
-        one = ObjectScaleIoU(num_classes, sc.areas, sc.names, ignore_index=cfg.ignore_index, device=device).update(pred, labels)
+        one = ObjectScaleIoU(num_classes, ignore_index=cfg.ignore_index, device=device).update(pred, labels)
         scales.append(one.state[0]); objects.append(one.state[1])
     return {"confusions": torch.stack(mats).cpu().numpy(), "boundary": bd.compute(),      # one copy to the host each
             "boundary_counts": torch.stack(bands).cpu().numpy(), "dilations": bd.dilations,
             "scale_counts": torch.stack(scales).cpu().numpy(), "scale_objects": torch.stack(objects).cpu().numpy(),
-            "scale_groups": sc.names, "scale_areas": sc.areas}
+            "scale_groups": SCALE_GROUPS, "scale_areas": SCALE_AREAS}
 
 
-_EXTRAS = ("boundary", "scales")                           # per-image counts a run keeps beside its confusions
+# the per-image counts a run keeps beside its confusions: file stem → its arrays from `image_confusions`' result
+_EXTRAS = {"boundary": lambda ev: dict(counts=ev["boundary_counts"], dilations=np.array(ev["dilations"])),
+           "scales": lambda ev: dict(counts=ev["scale_counts"], objects=ev["scale_objects"],
+                                     groups=np.array(ev["scale_groups"]), areas=np.array(ev["scale_areas"]))}
 
 
 def _save_extra(ev: dict, run_dir, name: str):
-    if name == "boundary":
-        np.savez_compressed(Path(run_dir) / "boundary.npz", counts=ev["boundary_counts"], dilations=np.array(ev["dilations"]))
-    else:
-        np.savez_compressed(Path(run_dir) / "scales.npz", counts=ev["scale_counts"], objects=ev["scale_objects"],
-                            groups=np.array(ev["scale_groups"]), areas=np.array(ev["scale_areas"]))
+    np.savez_compressed(Path(run_dir) / f"{name}.npz", **_EXTRAS[name](ev))
 
 
 def save_evaluation(ev: dict, run_dir):
@@ -508,11 +507,20 @@ def boundary_bootstrap(ref, arm, n: int = 2000, seed: int = 0, per_class: bool =
     `per_class`; the same resampled images as `paired_bootstrap` with the same `n` and `seed`."""
     ref, arm = np.asarray(ref, np.float64), np.asarray(arm, np.float64)
     if ref.shape != arm.shape: raise ValueError(f"the arms' boundary counts differ in shape: {ref.shape} vs {arm.shape}")
-    weights = np.random.default_rng(seed).multinomial(ref.shape[1], np.full(ref.shape[1], 1 / ref.shape[1]), size=n)
     metric = boundary_iou_of if per_class else (lambda c: np.nanmean(boundary_iou_of(c), -1))
-    with np.errstate(invalid="ignore"):
-        diffs = np.nanmean(metric(np.einsum("bn,sn...->bs...", weights, arm)) - metric(np.einsum("bn,sn...->bs...", weights, ref)), 1)
-        diff = np.nanmean(metric(arm.sum(1)) - metric(ref.sum(1)), 0)
+    return _seed_mean_bootstrap(metric, (ref,), (arm,), n, seed)
+
+
+def _seed_mean_bootstrap(metric, ref: tuple, arm: tuple, n: int, seed: int) -> dict:
+    """Bootstrap over images of the mean over seeds of `metric(*arm) - metric(*ref)`, `ref` and `arm` tuples of
+    per-image arrays `[S, N, ...]` that `metric` takes summed over (resampled) images; the resampling of
+    `paired_bootstrap` with the same `n` and `seed`. NaN values (nothing to measure) are left out of the means."""
+    weights = np.random.default_rng(seed).multinomial(ref[0].shape[1], np.full(ref[0].shape[1], 1 / ref[0].shape[1]), size=n)
+    resampled = lambda parts: [np.einsum("bn,sn...->bs...", weights, x) for x in parts]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # an all-NaN mean (e.g. a group without objects): NaN
+        diffs = np.nanmean(metric(*resampled(arm)) - metric(*resampled(ref)), 1)
+        diff = np.nanmean(metric(*[x.sum(1) for x in arm]) - metric(*[x.sum(1) for x in ref]), 0)
         lo, hi = np.nanpercentile(diffs, [2.5, 97.5], axis=0)
     return {"diff": diff, "lo": lo, "hi": hi}
 
@@ -535,17 +543,10 @@ def scale_bootstrap(ref, arm, n: int = 2000, seed: int = 0) -> dict:
     """`paired_bootstrap` of the mIoU of each object-scale group: `ref`, `arm` pairs `(counts [S, N, G, C, C],
     objects [S, N, G, C])`. Returns `diff` (mean over seeds, all images), `lo`, `hi`: `[G]`, on the same resampled
     images as `paired_bootstrap` with the same `n` and `seed`."""
-    (rc, ro), (ac, ao) = [tuple(np.asarray(x, np.float64) for x in p) for p in (ref, arm)]
-    if rc.shape != ac.shape: raise ValueError(f"the arms' object-scale counts differ in shape: {rc.shape} vs {ac.shape}")
-    weights = np.random.default_rng(seed).multinomial(rc.shape[1], np.full(rc.shape[1], 1 / rc.shape[1]), size=n)
-    w = lambda x: np.einsum("bn,sn...->bs...", weights, x)
-    miou = lambda c, o: np.nanmean(scale_iou_of(c, o), -1)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)          # a group without objects: NaN
-        diffs = np.nanmean(miou(w(ac), w(ao)) - miou(w(rc), w(ro)), 1)
-        diff = np.nanmean(miou(ac.sum(1), ao.sum(1)) - miou(rc.sum(1), ro.sum(1)), 0)
-        lo, hi = np.nanpercentile(diffs, [2.5, 97.5], axis=0)
-    return {"diff": diff, "lo": lo, "hi": hi}
+    ref, arm = [tuple(np.asarray(x, np.float64) for x in p) for p in (ref, arm)]
+    if ref[0].shape != arm[0].shape:
+        raise ValueError(f"the arms' object-scale counts differ in shape: {ref[0].shape} vs {arm[0].shape}")
+    return _seed_mean_bootstrap(lambda c, o: np.nanmean(scale_iou_of(c, o), -1), ref, arm, n, seed)
 
 
 def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict]:
