@@ -219,7 +219,7 @@ def image_confusions(net, dataset, num_classes: int, cfg: Config, device="cpu") 
     crop = tuple(cfg.crop_size) if cfg.eval_mode == "slide" else None
     for i in range(len(dataset)):
         image, labels = dataset[i]
-        image, labels = image[None].to(device), labels[None].to(device)
+        image, labels = image[None].to(device), labels[None].to(device).contiguous()   # a transform may hand a view
         with autocast(device, cfg.amp):
             pred = predict(net, image, cfg.eval_scales, cfg.eval_flip, cfg.eval_mode, crop).argmax(1)
         mats.append(confusion_counts(pred, labels, num_classes, cfg.ignore_index))
