@@ -16,6 +16,7 @@ from .anchors import class_anchors, downsample_labels
 from .core import check_labels
 from .infonce import MASKED_LOGIT, pixel_anchor_loss, sample_per_class
 from .loss import register_loss, seg_cross_entropy, upsample_logits
+from .models import ProjectionHead
 
 # %% auto #0
 __all__ = ['BASELINES', 'check_loss_inputs', 'segmentation_ce', 'final_prediction', 'supervised_nce', 'masked_mean',
@@ -92,17 +93,19 @@ def sample_views(mask, views, max_views: int, generator=None):
 
 # %% ../nbs/17_baselines.ipynb #4935139c
 def hard_anchor_sampling(y, pred, num_classes: int, max_samples: int = 1024, max_views: int = 100,
-                         min_views: int = 10, generator=None):
+                         min_views: int | None = None, generator=None):
     """ContrastiveSeg's segmentation-aware hard anchor sampling at one layer.
 
     `y`, `pred`: int64 `[B, N]` labels and prediction (ignored pixels: any value outside `[0, C)`).
-    Each (image, class) with at least `min_views` pixels gets `n = min(max_samples // groups,
+    Each (image, class) with at least `min_views` pixels (default `max_views + 1`: more than
+    `max_views`, the release's rule) gets `n = min(max_samples // groups,
     max_views, count)` anchors, half hard (predicted otherwise) and half easy, one kind filling in for
     the other. Returns `(image, pixel, cls, hard, valid)`, each `[k]`, `k = min(max_samples,
     B·C·2·min(max_views, N))`; invalid entries are padding. No host sync.
     """
     B, N = y.shape
     C = num_classes
+    if min_views is None: min_views = max_views + 1
     classes = torch.arange(C, device=y.device).reshape(1, C, 1)
     own, right = y.unsqueeze(1) == classes, pred.unsqueeze(1) == classes            # [B, C, N]
     hard, easy = own & ~right, own & right
@@ -119,7 +122,7 @@ def hard_anchor_sampling(y, pred, num_classes: int, max_samples: int = 1024, max
     _, keep = valid.float().topk(min(int(max_samples), valid.numel()), sorted=False)
     return group[keep] // C, pixel[keep], group[keep] % C, is_hard[keep], valid[keep]
 
-# %% ../nbs/17_baselines.ipynb #717d9012
+# %% ../nbs/17_baselines.ipynb #45b2fd3a
 def semi_hard_keys(sim, mask, ratio: float, k: int, largest: bool = True, generator=None):
     """Semi-hard keys (Wang et al., Sec. 3.4): per row of `sim: [Q, K]`, the `ceil(ratio·m)` entries of
     `mask` (m of them in the row) with the largest (`largest`) or smallest similarity, then `k` of
@@ -134,7 +137,7 @@ def semi_hard_keys(sim, mask, ratio: float, k: int, largest: bool = True, genera
     values, pick = scores.topk(min(int(k), order.shape[1]), dim=1)
     return order.gather(1, pick), values >= 0
 
-# %% ../nbs/17_baselines.ipynb #905c1f7d
+# %% ../nbs/17_baselines.ipynb #99b39196
 @torch.no_grad()
 def ring_enqueue(queue, ptr, length, keys, valid):
     """Write the valid rows of `keys: [C, M, D]` (`valid: [C, M]`) into per-class ring buffers, in order.
@@ -155,7 +158,7 @@ def ring_enqueue(queue, ptr, length, keys, valid):
     ptr.copy_((ptr + n) % S)
     length.copy_(torch.clamp(length + n, max=S))
 
-# %% ../nbs/17_baselines.ipynb #1a401739
+# %% ../nbs/17_baselines.ipynb #ef44accf
 def _gather_ranks(t):
     "`t` of every DDP rank concatenated along dim 0, in rank order (`t` itself outside DDP); no gradient."
     if not (dist.is_available() and dist.is_initialized()): return t
@@ -167,18 +170,22 @@ def _gather_ranks(t):
 @register_loss("contrastiveseg")
 class ContrastiveSegLoss(nn.Module):
     """ContrastiveSeg (Wang et al., ICCV 2021): CE + `loss_weight` (λ) · (τ/τ_b) · pixel-to-pixel supervised
-    InfoNCE on one layer's embeddings (default the last), with hard/easy anchor sampling.
+    InfoNCE with hard/easy anchor sampling, on the projection of the network's `representation`
+    (`feature_channels` given: a `ProjectionHead` of the loss to `embed_dim`) or on `embeddings[layer]`.
 
-    `key_sampling`: "semi_hard" (per anchor, `num_negatives` of its `semi_hard_ratio` nearest negatives
-    and `num_positives` of its farthest positives) or "all" (every key). `memory_size > 0` adds per
-    class a pixel and a segment queue, buffers `[C, memory_size, embed_dim]`, updated in training mode.
-    Returns `total`, `ce`, `contrast`, `anchors`, `hard_anchors`, `positives`, `negatives`, `memory`.
+    A group (image, class) is admitted with at least `min_views` pixels (default: more than
+    `max_views`). `key_sampling`: "all" (every key, the release) or "semi_hard" (per anchor,
+    `num_negatives` of its `semi_hard_ratio` nearest negatives and `num_positives` of its farthest
+    positives). `memory_size > 0` adds per class a pixel and a segment queue, buffers `[C,
+    memory_size, embed_dim]`, updated in training mode. The contrastive term weighs 0 for the first
+    `warmup_steps` training calls. Returns `total`, `ce`, `contrast`, `anchors`, `hard_anchors`,
+    `positives`, `negatives`, `memory`.
     """
     def __init__(self, num_classes: int, *, temperature: float = 0.1, base_temperature: float = 0.07,
-                 loss_weight: float = 0.1, max_samples: int = 1024, max_views: int = 100, min_views: int = 10,
-                 key_sampling: str = "semi_hard", semi_hard_ratio: float = 0.1, num_positives: int = 1024,
+                 loss_weight: float = 0.1, max_samples: int = 1024, max_views: int = 100, min_views: int | None = None,
+                 key_sampling: str = "all", semi_hard_ratio: float = 0.1, num_positives: int = 1024,
                  num_negatives: int = 2048, memory_size: int = 0, pixel_update_freq: int = 10, embed_dim: int = 256,
-                 layer: int = -1, ignore_index: int = 255):
+                 feature_channels: dict | None = None, warmup_steps: int = 0, layer: int = -1, ignore_index: int = 255):
         super().__init__()
         if key_sampling not in ("semi_hard", "all"):
             raise ValueError(f"key_sampling must be 'semi_hard' or 'all', got {key_sampling!r}")
@@ -190,7 +197,10 @@ class ContrastiveSegLoss(nn.Module):
         self.key_sampling, self.semi_hard_ratio = key_sampling, semi_hard_ratio
         self.num_positives, self.num_negatives = num_positives, num_negatives
         self.memory_size, self.pixel_update_freq, self.embed_dim = memory_size, pixel_update_freq, embed_dim
-        self.layer, self.ignore_index = layer, ignore_index
+        self.layer, self.ignore_index, self.warmup_steps = layer, ignore_index, warmup_steps
+        # the release's head on the feature its segmentation head reads; none: `embeddings[layer]`
+        self.projector = ProjectionHead(feature_channels["representation"], embed_dim) if feature_channels else None
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         for name in ("pixel_queue", "segment_queue"):
             self.register_buffer(name, torch.zeros(num_classes, memory_size, embed_dim))
         for name in ("pixel_ptr", "pixel_len", "segment_ptr", "segment_len"):
@@ -252,9 +262,16 @@ class ContrastiveSegLoss(nn.Module):
             n_pos, n_neg = pos.sum(), neg.sum()
         return masked_mean(rows, has_pos) * (self.temperature / self.base_temperature), n_pos, n_neg
 
-    def forward(self, logits, embeddings, labels, generator=None):
+    def embedding(self, embeddings, features):
+        "What the loss contrasts: the projected `features['representation']` with a projector, else `embeddings[layer]`."
+        if self.projector is None: return embeddings[self.layer]
+        if features is None or "representation" not in features:
+            raise ValueError("built with feature_channels, the loss needs features={'representation': [B, C, h, w]}")
+        return self.projector(features["representation"])
+
+    def forward(self, logits, embeddings, labels, generator=None, features=None):
         embeddings = check_loss_inputs(logits, embeddings, labels, self.num_classes, self.ignore_index)
-        e = embeddings[self.layer]
+        e = self.embedding(embeddings, features)
         B, D, h, w = e.shape
         if self.memory_size and D != self.embed_dim:
             raise ValueError(f"embeddings have {D} channels but the memory banks hold embed_dim = {self.embed_dim}")
@@ -266,79 +283,104 @@ class ContrastiveSegLoss(nn.Module):
         # float32 even under autocast: a masked logit (-1e9) does not fit in float16
         with torch.autocast(e.device.type, enabled=False):
             contrast, n_pos, n_neg = self.pixel_contrast(e.reshape(B, D, h * w)[image, :, pixel].float(), cls, valid, generator)
-        out = {"total": ce + self.loss_weight * contrast, "ce": ce.detach(), "contrast": contrast.detach(),
+        weight = self.loss_weight * (self.steps >= self.warmup_steps)
+        out = {"total": ce + weight * contrast, "ce": ce.detach(), "contrast": contrast.detach(),
                "anchors": valid.sum(), "hard_anchors": (hard & valid).sum(), "positives": n_pos,
                "negatives": n_neg, "memory": self.pixel_len.sum() + self.segment_len.sum()}
-        if self.memory_size and self.training:
-            self.enqueue(e.detach().reshape(B, D, h * w), y, generator)
+        if self.training:
+            self.steps += 1
+            if self.memory_size: self.enqueue(e.detach().reshape(B, D, h * w), y, generator)
         return out
 
-# %% ../nbs/17_baselines.ipynb #17072360
+# %% ../nbs/17_baselines.ipynb #dc9c8ed4
 @register_loss("region_contrast")
 class RegionContrastLoss(nn.Module):
-    """Region-aware contrastive learning (Hu et al., ICCV 2021): CE + `loss_weight` (λ) × pixel–region InfoNCE at
-    one layer (default the last), the anchors being class region centres in a momentum memory.
+    """Region-aware contrastive learning (Hu et al., ICCV 2021): CE + `loss_weight` (λ) × Σ_c InfoNCE of
+    the batch's region centre of predicted class c against per-class memories of past centres.
 
-    Buffers `centres: [C, embed_dim]` and `seen: [C]`, updated in training mode. Returns `total`, `ce`,
-    `contrast`, `regions` (classes in the batch), `remembered` (classes in memory before the step),
-    `positives`, `negatives`.
+    The feature is `features['decoder']` (`feature_channels` given, the memory sized to its channels)
+    or `embeddings[layer]` (`embed_dim` channels). Buffers `queue: [C, memory_size, dim]`, `queue_ptr`,
+    `queue_len: [C]`, updated in training mode. Returns `total`, `ce`, `contrast`, `regions` (classes
+    predicted in the batch), `remembered` (centres in memory before the step), `positives`, `negatives`.
     """
     def __init__(self, num_classes: int, *, temperature: float = 0.2, loss_weight: float = 0.1,
-                 momentum: float = 0.99, max_samples: int = 1024, embed_dim: int = 256, layer: int = -1,
-                 ignore_index: int = 255):
+                 memory_size: int = 2975, embed_dim: int = 256, feature_channels: dict | None = None,
+                 layer: int = -1, ignore_index: int = 255):
         super().__init__()
-        if not 0 <= momentum < 1: raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.num_classes, self.temperature, self.loss_weight, self.momentum = num_classes, temperature, loss_weight, momentum
-        self.max_samples, self.embed_dim, self.layer, self.ignore_index = max_samples, embed_dim, layer, ignore_index
-        self.register_buffer("centres", torch.zeros(num_classes, embed_dim))
-        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+        if memory_size < 1: raise ValueError(f"memory_size must be at least 1, got {memory_size}")
+        if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
+        self.num_classes, self.temperature, self.loss_weight = num_classes, temperature, loss_weight
+        self.memory_size, self.layer, self.ignore_index = memory_size, layer, ignore_index
+        self.use_features = bool(feature_channels)
+        self.feature_dim = feature_channels["decoder"] if feature_channels else embed_dim
+        self.register_buffer("queue", torch.zeros(num_classes, memory_size, self.feature_dim))
+        self.register_buffer("queue_ptr", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("queue_len", torch.zeros(num_classes, dtype=torch.long))
 
     def extra_repr(self):
-        return f"num_classes={self.num_classes}, temperature={self.temperature}, momentum={self.momentum}, loss_weight={self.loss_weight}"
+        return (f"num_classes={self.num_classes}, temperature={self.temperature}, memory_size={self.memory_size}, "
+                f"feature_dim={self.feature_dim}, loss_weight={self.loss_weight}")
 
-    def region_anchors(self, e, labels):
-        """The anchors `k_c = normalize(μ m_c + (1-μ) r_c)` (`r_c` for a class not yet in memory) from
-        the batch's region centres `r_c` of `e: [B, D, h, w]`. Returns `(k [C, D], present [C])`."""
-        r, present, _ = class_anchors(e, labels, self.num_classes, self.ignore_index, normalize=True, check=False)
-        k = F.normalize(self.momentum * self.centres + (1 - self.momentum) * r, dim=1)
-        # a copy: the memory is updated in place before backward runs
-        return torch.where(self.seen.clone().unsqueeze(1), k, r), present
+    def region_centres(self, f, logits):
+        """`q_c`: the normalised mean of `f: [B, D, h, w]` over the pixels predicted as c (argmax of `logits`
+        at `f`'s size), over the batch and every rank. Returns `(q [C, D] float32, present [C])`."""
+        size = tuple(f.shape[-2:])
+        logits = logits.detach()
+        pred = (logits if tuple(logits.shape[-2:]) == size else upsample_logits(logits, size)).argmax(1)
+        q, present, _ = class_anchors(f, pred, self.num_classes, self.ignore_index, normalize=True, check=False)
+        return q, present
 
-    def forward(self, logits, embeddings, labels, generator=None):
+    def memory(self):
+        "The stored centres as keys (a copy): `(keys [C·S, D], cls [C·S], valid [C·S])`."
+        C, S = self.num_classes, self.memory_size
+        slots = torch.arange(S, device=self.queue.device)
+        return (self.queue.reshape(C * S, -1).clone(), torch.arange(C, device=self.queue.device).repeat_interleave(S),
+                (slots < self.queue_len.unsqueeze(1)).reshape(-1))
+
+    def forward(self, logits, embeddings, labels, generator=None, features=None):
         embeddings = check_loss_inputs(logits, embeddings, labels, self.num_classes, self.ignore_index)
-        e = embeddings[self.layer]
-        if e.shape[1] != self.embed_dim: raise ValueError(f"embeddings have {e.shape[1]} channels but the region memory holds embed_dim = {self.embed_dim}")
+        if self.use_features and (features is None or "decoder" not in features):
+            raise ValueError("built with feature_channels, the loss needs features={'decoder': [B, C, h, w]}")
+        f = features["decoder"] if self.use_features else embeddings[self.layer]
+        if f.shape[1] != self.feature_dim:
+            raise ValueError(f"features have {f.shape[1]} channels but the region memory holds {self.feature_dim}")
         ce = segmentation_ce(logits, labels, self.ignore_index)
         # float32 even under autocast: a masked logit (-1e9) does not fit in float16
-        with torch.autocast(e.device.type, enabled=False):
-            k, present = self.region_anchors(e, labels)
-            contrast, stats = pixel_anchor_loss(k, present, e, labels, temperature=self.temperature,
-                                                max_samples=self.max_samples, per_class_mean=False,
-                                                ignore_index=self.ignore_index, generator=generator, check=False)
+        with torch.autocast(f.device.type, enabled=False):
+            q, present = self.region_centres(f.float(), logits)
+            keys, key_cls, key_ok = self.memory()
+            sim = (q / self.temperature) @ keys.t()                                        # [C, C·S]
+            same = torch.arange(self.num_classes, device=q.device).unsqueeze(1) == key_cls.unsqueeze(0)
+            pos, neg = same & key_ok, ~same & key_ok
+            rows, has_pos = supervised_nce(sim, pos, sim, neg)
+            counted = present & has_pos
+            contrast = (rows * counted).sum()
         out = {"total": ce + self.loss_weight * contrast, "ce": ce.detach(), "contrast": contrast.detach(),
-               "regions": present.sum(), "remembered": self.seen.sum(),
-               "positives": stats["positives"], "negatives": stats["negatives"]}
+               "regions": present.sum(), "remembered": self.queue_len.sum(),
+               "positives": (pos & counted.unsqueeze(1)).sum(), "negatives": (neg & counted.unsqueeze(1)).sum()}
         if self.training:
-            with torch.no_grad():
-                self.centres.copy_(torch.where(present.unsqueeze(1), k.detach(), self.centres))
-                self.seen |= present
+            ring_enqueue(self.queue, self.queue_ptr, self.queue_len, q.detach().unsqueeze(1), present.unsqueeze(1))
         return out
 
-# %% ../nbs/17_baselines.ipynb #e6129dfd
+# %% ../nbs/17_baselines.ipynb #844065ea
 @register_loss("multiscale_contrast")
 class MultiScaleContrastLoss(nn.Module):
     """Multi-scale and cross-scale contrastive learning (Pissas et al., ECCV 2022): CE + `loss_weight` (λ) ×
     (Σ_l layer_weights[l] · L_ms^l + Σ_(a,b) w_ab · L_cs^(a,b)), supervised pixel contrast within each
     layer and between the pixels sampled at layers `a` (queries) and `b` (keys), class-balanced.
 
-    Returns `total`, `ce`, `multi_scale` (Σ_l w_l L_ms^l), `cross_scale`, per layer `ms_l` and
-    `samples_l`, per pair `cs_a_b` (layers numbered from 1).
+    A query without positives counts as 0 in its term's mean (`without_positive="zero"`, the release's
+    rule) or is left out of it ("drop"). Returns `total`, `ce`, `multi_scale` (Σ_l w_l L_ms^l),
+    `cross_scale`, per layer `ms_l` and `samples_l`, per pair `cs_a_b` (layers numbered from 1).
     """
     def __init__(self, num_classes: int, *, temperature: float = 0.1, loss_weight: float = 0.1,
                  layer_weights=(1.0, 0.7, 0.4, 0.1), cross_scale_pairs=((0, 3), (0, 2)),
                  cross_scale_weights=(1.0, 1.0), min_views: int = 5, max_views: int = 2500,
-                 max_features: int = 10000, ignore_index: int = 255):
+                 max_features: int = 10000, without_positive: str = "zero", ignore_index: int = 255):
         super().__init__()
+        if without_positive not in ("zero", "drop"):
+            raise ValueError(f"without_positive must be 'zero' or 'drop', got {without_positive!r}")
+        self.without_positive = without_positive
         if len(cross_scale_pairs) != len(cross_scale_weights):
             raise ValueError(f"{len(cross_scale_pairs)} cross-scale pairs but {len(cross_scale_weights)} weights")
         n = len(layer_weights)
@@ -372,12 +414,13 @@ class MultiScaleContrastLoss(nn.Module):
         return e.reshape(B, D, N)[image, :, pixel].float(), group % C, image, pixel
 
     def contrast(self, qa, ca, qb, cb, exclude_self: bool):
-        "Mean over the queries `qa [T, D]` (classes `ca`) with positives of `supervised_nce` against keys `qb`, `cb`."
+        """Mean of `supervised_nce` of the queries `qa [T, D]` (classes `ca`) against keys `qb`, `cb`: over
+        every query, those without positives as 0 ("zero"), or over those with positives ("drop")."""
         same = ca.unsqueeze(1) == cb.unsqueeze(0)
         pos = same & ~torch.eye(len(ca), len(cb), dtype=torch.bool, device=same.device) if exclude_self else same
         sim = (qa / self.temperature) @ qb.t()
         rows, has_pos = supervised_nce(sim, pos, sim, ~same)
-        return masked_mean(rows, has_pos)
+        return masked_mean(rows, has_pos if self.without_positive == "drop" else torch.ones_like(has_pos))
 
     def forward(self, logits, embeddings, labels, generator=None):
         embeddings = check_loss_inputs(logits, embeddings, labels, self.num_classes, self.ignore_index)
@@ -399,5 +442,5 @@ class MultiScaleContrastLoss(nn.Module):
         out.update({f"samples_{l}": torch.tensor(len(c), device=ce.device) for l, (_, c) in enumerate(samples, 1)})
         return out
 
-# %% ../nbs/17_baselines.ipynb #27cfca11
+# %% ../nbs/17_baselines.ipynb #b40f6eb4
 BASELINES = ("contrastiveseg", "region_contrast", "multiscale_contrast")

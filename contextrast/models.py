@@ -88,11 +88,15 @@ class DeepLabV3(nn.Module):
         self.classifier = nn.Sequential(ASPP(self.stage_channels[-1], list(rates), width),
                                         nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                         nn.ReLU(), nn.Conv2d(width, num_classes, 1))
+        self.feature_channels = {"representation": self.stage_channels[-1], "decoder": width}
 
     def forward_stages(self, x: torch.Tensor) -> dict:
-        "`x: [B, 3, H, W]` → `{'logits': [B, K, H/8, W/8], 'features': [layer1..layer4 outputs]}`."
+        """`x: [B, 3, H, W]` → `{'logits': [B, K, H/8, W/8], 'features': [layer1..layer4 outputs],
+        'representation': layer4 output, 'decoder': the classifier's input [B, width, H/8, W/8]}`."""
         features = list(self.backbone(x).values())
-        return {"logits": self.classifier(features[-1]), "features": features}
+        decoder = self.classifier[:-1](features[-1])
+        return {"logits": self.classifier[-1](decoder), "features": features, "representation": features[-1],
+                "decoder": decoder}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)["logits"]
@@ -127,10 +131,12 @@ class FPN(nn.Module):
         self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False),
                                                   nn.BatchNorm2d(width), nn.ReLU()) for _ in self.stage_channels)
         self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.feature_channels = {"representation": width, "decoder": width}
         if channels_last: self.to(memory_format=torch.channels_last)
 
     def forward_stages(self, x: torch.Tensor) -> dict:
-        "`x: [B, 3, H, W]` → `{'logits': [B, K, H/4, W/4], 'features': [layer1..layer4 outputs at /4, /8, /16, /32]}`."
+        """`x: [B, 3, H, W]` → `{'logits': [B, K, H/4, W/4], 'features': [layer1..layer4 outputs at /4, /8, /16, /32],
+        'representation', 'decoder': the summed pyramid at /4 that the classifier reads}`."""
         if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
         features = list(self.backbone(x).values())
         p = self.lateral[-1](features[-1])
@@ -142,7 +148,7 @@ class FPN(nn.Module):
         y = self.smooth[0](pyramid[0])
         for smooth, p in zip(self.smooth[1:], pyramid[1:]):
             y = y + F.interpolate(smooth(p), size=size, mode="bilinear", align_corners=False)
-        return {"logits": self.classifier(y), "features": features}
+        return {"logits": self.classifier(y), "features": features, "representation": y, "decoder": y}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)["logits"]
@@ -255,11 +261,15 @@ class HRNetV2(nn.Module):
         c = sum(self.stage_channels)
         self.last_layer = nn.Sequential(nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                                         nn.Conv2d(c, num_classes, 1))
+        self.feature_channels = {"representation": c, "decoder": c}
 
     def forward_stages(self, x: torch.Tensor) -> dict:
-        "`x: [B, 3, H, W]` → `{'logits': [B, K, H/4, W/4], 'features': [the four branches]}`."
+        """`x: [B, 3, H, W]` → `{'logits': [B, K, H/4, W/4], 'features': [the four branches], 'representation':
+        the branches concatenated at /4, 'decoder': the classifier's input}`."""
         features = self.backbone(x)
-        return {"logits": self.last_layer(_concat_branches(features)), "features": features}
+        feats = _concat_branches(features)
+        decoder = self.last_layer[:-1](feats)
+        return {"logits": self.last_layer[-1](decoder), "features": features, "representation": feats, "decoder": decoder}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)["logits"]
@@ -337,15 +347,18 @@ class OCRNet(nn.Module):
                                          nn.ReLU(inplace=True))
         self.ocr_distri_head = SpatialOCR(mid_channels, key_channels, mid_channels)
         self.cls_head = nn.Conv2d(mid_channels, num_classes, 1)
+        self.feature_channels = {"representation": c, "decoder": mid_channels}
 
     def forward_stages(self, x: torch.Tensor) -> dict:
-        "`x: [B, 3, H, W]` → `{'logits', 'aux_logits': [B, K, H/4, W/4], 'features': [the four branches]}`."
+        """`x: [B, 3, H, W]` → `{'logits', 'aux_logits': [B, K, H/4, W/4], 'features': [the four branches],
+        'representation': the branches concatenated at /4, 'decoder': the classifier's input}`."""
         features = self.backbone(x)
-        feats = _concat_branches(features)
-        regions = self.aux_head(feats)
-        feats = self.conv3x3_ocr(feats)
+        concat = _concat_branches(features)
+        regions = self.aux_head(concat)
+        feats = self.conv3x3_ocr(concat)
         feats = self.ocr_distri_head(feats, object_region_representations(feats, regions))
-        return {"logits": self.cls_head(feats), "aux_logits": regions, "features": features}
+        return {"logits": self.cls_head(feats), "aux_logits": regions, "features": features,
+                "representation": concat, "decoder": feats}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)["logits"]
@@ -364,15 +377,19 @@ class ContextrastModel(nn.Module):
     output_stride = property(lambda self: self.net.output_stride, doc="Stride of the logits (4 or 8).")
     stage_strides = property(lambda self: self.net.stage_strides, doc="Strides of the four stages' outputs, hence of the embeddings.")
     aux_weight = property(lambda self: self.net.aux_weight, doc="Weight of the cross-entropy on `aux_logits` (0 without them).")
+    feature_channels = property(lambda self: self.net.feature_channels,
+                                doc="Channels of the `representation` and `decoder` features (`with_features=True`).")
 
-    def forward(self, x: torch.Tensor):
-        """Training: `{'logits': [B, K, h, w], 'embeddings': [[B, D, h_l, w_l]] × 4[, 'aux_logits': [B, K, h, w]]}`.
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """Training: `{'logits': [B, K, h, w], 'embeddings': [[B, D, h_l, w_l]] × 4[, 'aux_logits': [B, K, h, w]]}`,
+        with `with_features` also `'features': {'representation', 'decoder'}` (the network's, unprojected).
         Eval: the logits tensor `[B, K, h, w]` alone (no head runs)."""
         if not self.training: return self.net(x)
         out = self.net.forward_stages(x)
         result = {"logits": out["logits"],
                   "embeddings": [head(f) for head, f in zip(self.projectors, out["features"])]}
         if "aux_logits" in out: result["aux_logits"] = out["aux_logits"]
+        if with_features: result["features"] = {k: out[k] for k in ("representation", "decoder")}
         return result
 
     def for_inference(self) -> nn.Module:
@@ -408,7 +425,7 @@ def build_model(name: str, num_classes: int, pretrained: str | Path | None = Non
     model.pretrained_keys = net.pretrained_keys
     return model
 
-# %% ../nbs/08_models.ipynb #236badcc
+# %% ../nbs/08_models.ipynb #0f9312d1
 class PretrainedKeys(NamedTuple):
     "What `load_backbone` did: backbone keys left at initialisation, file keys unused, file keys with another shape."
     missing: list
@@ -434,12 +451,12 @@ def load_backbone(net: nn.Module, path: str | Path) -> PretrainedKeys:
                 len(own), path, len(report.missing), len(report.unexpected), len(report.mismatched))
     return report
 
-# %% ../nbs/08_models.ipynb #bec58c9b
+# %% ../nbs/08_models.ipynb #cfe14ce3
 def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
     "Every BatchNorm of `model` (heads included) as a SyncBatchNorm with the same parameters and statistics, for DDP."
     return nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
 
-# %% ../nbs/08_models.ipynb #5fc9677e
+# %% ../nbs/08_models.ipynb #a69cd3f5
 def cpu_latency(net: nn.Module, size=(360, 480), repeats: int = 1, warmup: int = 0) -> float:
     "Median seconds of `repeats` eval, no-grad forwards of `net` on a `[1, 3, H, W]` input (after `warmup` untimed ones)."
     x = torch.randn(1, 3, *size, device=next(net.parameters()).device)

@@ -24,7 +24,7 @@ from .config import CONTEXTRAST_LOSSES, Config, loss_settings
 from .data import build_dataset, eval_transform, train_transform
 from .distributed import SeededDraws, TrainStream, setup_distributed, sync_batchnorm
 from .evaluate import autocast, class_palette, validate
-from .loss import build_loss
+from .loss import build_loss, loss_options
 from .models import build_model
 from .runlog import Progress, RunLog, plot_curves, plot_predictions
 
@@ -105,7 +105,12 @@ class Trainer:
             # only Contextrast is known to use every projection head; other losses may leave some untrained
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                                find_unused_parameters=cfg.loss not in CONTEXTRAST_LOSSES)
-        self.criterion = build_loss(cfg.loss, self.num_classes, **loss_settings(cfg)).to(self.device)
+        settings = loss_settings(cfg)
+        # a peer with projection heads of its own reads the network's features (notebook 17)
+        self.with_features = "feature_channels" in loss_options(cfg.loss) and hasattr(self.model, "feature_channels")
+        if self.with_features: settings["feature_channels"] = dict(self.model.feature_channels)
+        self.criterion = build_loss(cfg.loss, self.num_classes, **settings).to(self.device)
+        if self.with_features and self.world > 1 and cfg.sync_bn: self.criterion = sync_batchnorm(self.criterion, self.device)
         # a loss may learn parameters of its own (Contextrast++'s adaptive fusion): trained with the network's,
         # their gradients averaged over processes here (DDP averages only the network's)
         self.loss_params = [p for p in self.criterion.parameters() if p.requires_grad]
@@ -137,8 +142,12 @@ class Trainer:
         kept = [*self.model.buffers(), *self.criterion.buffers()]
         buffers = [b.clone() for b in kept] if cfg.skip_nonfinite else None
         with autocast(self.device, cfg.amp):
-            out = self.net(images)
-            losses = dict(self.criterion(out["logits"], out["embeddings"], labels))
+            if self.with_features:
+                out = self.net(images, with_features=True)
+                losses = dict(self.criterion(out["logits"], out["embeddings"], labels, features=out["features"]))
+            else:
+                out = self.net(images)
+                losses = dict(self.criterion(out["logits"], out["embeddings"], labels))
             aux_weight = getattr(self.model, "aux_weight", 0.0)
             if aux_weight and out.get("aux_logits") is not None:
                 losses["aux"] = _aux_ce(out["aux_logits"], labels, cfg.ignore_index)

@@ -27,7 +27,7 @@ def _batch():
 def _losses():
     # every pixel of every (image, class) enters the pixel queue, so its content is not random
     seg = ContrastiveSegLoss(C, embed_dim=D, min_views=1, memory_size=256, pixel_update_freq=10**4)
-    return seg, RegionContrastLoss(C, embed_dim=D, momentum=0.5)
+    return seg, RegionContrastLoss(C, embed_dim=D, memory_size=8)
 
 
 def _worker(rank, world, port, out):
@@ -60,7 +60,7 @@ def test_two_ranks_hold_the_same_banks_and_centres():
     for k in seg0: assert torch.equal(seg0[k], seg1[k]), k
     for k in reg0: assert torch.equal(reg0[k], reg1[k]), k
 
-    e, labels, _ = _batch()
+    e, labels, logits = _batch()
     y = F.interpolate(labels[:, None].float(), size=(H // 2, H // 2), mode="nearest")[:, 0].long()
     for c in range(C):
         images = [b for b in range(B) if (y[b] == c).any()]
@@ -76,8 +76,11 @@ def test_two_ranks_hold_the_same_banks_and_centres():
             torch.testing.assert_close(_rows(seg0["pixel_queue"][c, :n]), _rows(torch.cat(pixels)))
     assert int(seg0["segment_len"][C - 1]) == 0 and int(seg0["segment_len"][0]) > 0
 
-    # the region memory is the one a single process computes on the whole batch, twice
-    region = RegionContrastLoss(C, embed_dim=D, momentum=0.5)
-    for _ in range(2): region(torch.zeros(B, C, 4, 4), [e], labels)
-    torch.testing.assert_close(reg0["centres"], region.centres)
-    assert torch.equal(reg0["seen"], region.seen) and not bool(region.seen[-1])
+    # the region memory is the one a single process computes on the whole batch, twice: the centres of
+    # the classes the whole batch predicts, one per class and step
+    region = RegionContrastLoss(C, embed_dim=D, memory_size=8)
+    for _ in range(2): region(logits, [e], labels)
+    torch.testing.assert_close(reg0["queue"], region.queue)
+    assert torch.equal(reg0["queue_len"], region.queue_len) and torch.equal(reg0["queue_ptr"], region.queue_ptr)
+    predicted = torch.bincount(logits.argmax(1).reshape(-1), minlength=C) > 0
+    assert region.queue_len.tolist() == (2 * predicted.long()).tolist()
