@@ -831,8 +831,9 @@ add_study(Study(
 
 # %% ../nbs/20_experiments.ipynb #870f8f3c
 add_study(Study(
-    "camvid_cpu", description="CE vs Contextrast on real CamVid: FPN-ResNet-18 from scratch, 2 500 iterations, all 101 val images",
-    preset="camvid_cpu", arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
+    "camvid_cpu", description="CE, Contextrast and the three peers on real CamVid: FPN-ResNet-18 from scratch, 2 500 iterations, "
+                              "all 101 val images",
+    preset="camvid_cpu", arms={a: dict(loss=a) for a in ("ce", "contextrast", "contrastiveseg", "region_contrast", "multiscale_contrast")},
     seeds=(0, 1, 2), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
 
