@@ -580,7 +580,8 @@ def summary_table(rows, reference: str = "ce") -> str:
     lines = [f"{'arm':20s} seeds   mIoU ± std     B-mIoU@5 ± std   Δ vs {reference} ± std (wins)   95 % paired bootstrap"]
     for r in rows:
         delta = (f"{100 * r['diff']:+5.2f} ± {pct(r['diff_std'])} ({r['wins']}/{r['seeds']})      "
-                 f"[{100 * r['lo']:+5.2f}, {100 * r['hi']:+5.2f}]") if "diff" in r else "reference"
+                 f"[{100 * r['lo']:+5.2f}, {100 * r['hi']:+5.2f}]") if "diff" in r else \
+                "reference" if r["arm"] == reference else f"no seed shared with {reference}"
         lines.append(f"{r['arm']:20s} {r['seeds']:5d}   {pct(r['miou'])} ± {pct(r['miou_std'])}   "
                      f"{pct(r['b_miou_5'])} ± {pct(r['b_miou_5_std'])}    {delta}")
     return "\n".join(lines)
