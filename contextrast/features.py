@@ -129,7 +129,9 @@ def head_input(net, x: torch.Tensor):
     if not (hasattr(net, "forward_stages") and isinstance(getattr(net, "classifier", None), torch.nn.Module)):
         raise ValueError(f"{type(net).__name__} has no forward_stages and classifier: its head's input cannot be read")
     seen = []
-    hook = net.classifier.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    # the head's first module: a sequential head's input is its first module's, whether the network calls it whole or in parts
+    first = net.classifier[0] if isinstance(net.classifier, torch.nn.Sequential) else net.classifier
+    hook = first.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     try: out = net.forward_stages(x)
     finally: hook.remove()
     return out["logits"], out["features"], seen[-1]
