@@ -1,7 +1,10 @@
 """Forward+backward time and peak memory of the peers' losses and Contextrast++ against ContextrastLoss, same inputs.
 
 B = 8, 19 classes, D = 256, embeddings at strides 4, 8, 16, 32 of a 256x512 crop (L2-normalised,
-leaves with gradients), logits at stride 4, street-like labels (sky, buildings, sidewalk, road,
+leaves with gradients), logits at stride 4, and the network features the peers' releases read, as
+HRNetV2-W48 gives them: its four branches concatenated at stride 4 (720 channels, a leaf with
+gradients) as both the `representation` (ContrastiveSeg's projection head) and the `decoder`
+feature (region contrast's centres), street-like labels (sky, buildings, sidewalk, road,
 random objects of every size, an ignored band) and a prediction that is the labels shifted by a
 few pixels, so it is wrong along edges. Each loss runs in its own fresh process, so that its peak
 memory is its own: on CPU the peak resident set during the steps (VmHWM, reset through
@@ -9,6 +12,8 @@ memory is its own: on CPU the peak resident set during the steps (VmHWM, reset t
 peak of torch.cuda.max_memory_allocated above the memory allocated before the first step. Time: median of `--repeats` forward+backward steps after one warm-up step. Rounds of
 all losses are interleaved, so ratios are measured under the same machine load.
 
+The peers' memories are full (the steady state of a long run): region contrast's 2 975 centres per
+class; "contrastiveseg + banks" has 5 000 pixels and 5 000 segments per class.
 "contextrast_pp" is the follow-up's loss (adaptive fusion, AA loss) with its memory full (100 anchors
 per class: the steady state of a long run); its backward includes the fusion's own parameters.
 
@@ -38,6 +43,10 @@ def street_labels(B, H, W, C, g):
     return y
 
 
+FEATURES = 720                                     # HRNetV2-W48: 48 + 96 + 192 + 384 channels at stride 4
+WITH_FEATURES = ("contrastiveseg", "contrastiveseg + banks", "region_contrast")
+
+
 def batch(device, B=8, C=19, D=256, H=256, W=512, seed=0):
     g = torch.Generator().manual_seed(seed)
     labels = street_labels(B, H, W, C, g)
@@ -45,14 +54,15 @@ def batch(device, B=8, C=19, D=256, H=256, W=512, seed=0):
     logits = (F.one_hot(pred, C).permute(0, 3, 1, 2).float() * 4)[..., ::4, ::4].contiguous()
     logits = logits + 0.1 * torch.randn(logits.shape, generator=g)
     embs = [F.normalize(torch.randn(B, D, H // s, W // s, generator=g), dim=1) for s in (4, 8, 16, 32)]
+    feats = torch.randn(B, FEATURES, H // 4, W // 4, generator=g)
     to = lambda t: t.to(device)
-    return to(logits).requires_grad_(True), [to(e).requires_grad_(True) for e in embs], to(labels)
+    return (to(logits).requires_grad_(True), [to(e).requires_grad_(True) for e in embs], to(labels),
+            to(feats).requires_grad_(True))
 
 
 def make_loss(name, C=19, D=256):
-    import contextrast.baselines  # noqa: F401  (registers the peers)
-    from contextrast.loss import build_loss
-    from contextrast.loss import ContextrastLoss, SegCELoss
+    from contextrast.loss import ContextrastLoss, SegCELoss, build_loss
+    channels = {"representation": FEATURES, "decoder": FEATURES}
     if name == "ce only": return SegCELoss(C)
     if name == "contextrast": return ContextrastLoss(C)
     if name == "contextrast_pp":
@@ -61,12 +71,17 @@ def make_loss(name, C=19, D=256):
         loss.memory.filled.fill_(loss.memory.size)
         return loss
     if name == "contrastiveseg + banks":
-        loss = build_loss("contrastiveseg", C, embed_dim=D, memory_size=5000)
+        loss = build_loss("contrastiveseg", C, embed_dim=D, memory_size=5000, feature_channels=channels)
         # full banks: the steady state of a long run
         loss.pixel_queue.copy_(F.normalize(torch.randn_like(loss.pixel_queue), dim=2)); loss.pixel_len.fill_(5000)
         loss.segment_queue.copy_(F.normalize(torch.randn_like(loss.segment_queue), dim=2)); loss.segment_len.fill_(5000)
         return loss
-    return build_loss(name, C, embed_dim=D) if name != "multiscale_contrast" else build_loss(name, C)
+    if name == "region_contrast":
+        loss = build_loss(name, C, feature_channels=channels)
+        loss.queue.copy_(F.normalize(torch.randn_like(loss.queue), dim=2)); loss.queue_len.fill_(loss.memory_size)
+        return loss
+    if name == "contrastiveseg": return build_loss(name, C, embed_dim=D, feature_channels=channels)
+    return build_loss(name, C)
 
 
 def status_mb(field):
@@ -82,13 +97,14 @@ def reset_peak_rss():
 def one(name, device, repeats):
     "Time and peak memory of one loss, in this process; prints one JSON line."
     device = torch.device(device)
-    logits, embs, labels = batch(device)
+    logits, embs, labels, feats = batch(device)
     loss = make_loss(name).to(device)
+    kw = {"features": {"representation": feats, "decoder": feats}} if name in WITH_FEATURES else {}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step():
-        for t in (logits, *embs): t.grad = None
-        out = loss(logits, embs, labels)
+        for t in (logits, *embs, feats): t.grad = None
+        out = loss(logits, embs, labels, **kw)
         out["total"].backward()
         return out
 
@@ -100,7 +116,7 @@ def one(name, device, repeats):
         sync(); t = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t)
     if device.type == "cuda": peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else: peak = status_mb("VmHWM") - base
-    notes = {"anchors": "anchors", "memory": "bank keys", "regions": "classes", "anchors_1": "anchors at stride 4",
+    notes = {"anchors": "anchors", "memory": "bank keys", "regions": "centres", "remembered": "remembered", "anchors_1": "anchors at stride 4",
              "samples_1": "pixels at stride 4", "samples_4": "at stride 32"}
     note = ", ".join(f"{label} {int(out[k])}" for k, label in notes.items() if k in out)
     print(json.dumps({"name": name, "time": statistics.median(times), "peak_mb": peak, "note": note}))
