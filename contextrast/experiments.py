@@ -840,9 +840,9 @@ add_study(Study(
 
 # %% ../nbs/20_experiments.ipynb #26a22647
 add_study(Study(
-    "camvid_cpu_long", description="camvid_cpu at twice the budget: 5 000 iterations, one seed per arm",
+    "camvid_cpu_long", description="camvid_cpu at twice the budget: 5 000 iterations",
     preset="camvid_cpu", base=dict(iterations=5_000), arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast")},
-    seeds=(0,), reference="ce",
+    seeds=(0, 1, 2), reference="ce",
     smoke=dict(iterations=4, batch_size=2, val_interval=0, checkpoint_interval=2, val_size=4, max_samples=64)))
 
 # %% ../nbs/20_experiments.ipynb #d92dbc02
