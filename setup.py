@@ -19,6 +19,10 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+# `NAME_requirements = ...` in settings.ini is the optional extra `[NAME]`, installed by `[dev]` too (the tests use it);
+# requirements, dev, pip and conda are nbdev's own keys
+extras = {k[:-len('_requirements')]: shlex.split(v) for k, v in cfg.items()
+          if k.endswith('_requirements') and k[:-len('_requirements')] not in ('', 'dev', 'pip', 'conda')}
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
@@ -35,7 +39,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['contextrast', 'contextrast.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements + [r for reqs in extras.values() for r in reqs], **extras},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
