@@ -1,5 +1,6 @@
 """Two CPU processes (gloo) train a DDP model with the Contextrast plug-in, each on half of every batch:
-`average_gradients` gives the heads the mean of the two processes' gradients, so both keep the same weights."""
+`average_gradients` gives the heads the mean of the two processes' gradients and synchronised batch norms
+the statistics of the whole batch, so both keep the same weights and statistics."""
 
 import torch
 import torch.distributed as dist
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from contextrast.data import eval_transform
+from contextrast.distributed import sync_batchnorm
 from contextrast.plugin import Contextrast
 from contextrast.toys import ToyScenes
 
@@ -40,6 +42,8 @@ def _worker(rank, world, port, out):
         net = _Net(toys.num_classes)
         contrast = Contextrast(net, toys.num_classes, layers=STAGES, channels=[8, 16, 16, 16], embed_dim=16,
                                max_samples=64, verbose=False)
+        # batch norms synchronised as the trainer's are: the network's and the heads'
+        sync_batchnorm(net, "cpu"); sync_batchnorm(contrast, "cpu")
         model = DistributedDataParallel(net)
         optimizer = torch.optim.SGD([*net.parameters(), *contrast.parameters()], lr=0.05, momentum=0.9)
         result = {}
@@ -54,8 +58,7 @@ def _worker(rank, world, port, out):
             contrast.average_gradients()
             if step == 0: result["averaged"] = [p.grad.clone() for p in contrast.parameters()]
             optimizer.step()
-        # parameters: batch-norm statistics are each process's own (DDP broadcasts the network's before a forward)
-        result["state"] = {k: v.detach().clone() for k, v in [*net.named_parameters(), *contrast.named_parameters()]}
+        result["state"] = {k: v.clone() for k, v in [*net.state_dict().items(), *contrast.state_dict().items()]}
         out[rank] = result
     finally:
         dist.destroy_process_group()
