@@ -158,9 +158,9 @@ class Contextrast(nn.Module):
     def extra_repr(self): return f"layers={self.layers}, loss={self.loss_name!r}"
 
     def _start(self, model, args):
-        "Each training-mode forward pass of the model starts afresh; its input's size gives the strides."
-        if not model.training: return
+        "Each forward pass of the model starts afresh (an eval-mode one records nothing); its input's size gives the strides."
         self._embeddings = {}
+        if not model.training: return
         x = args[0] if args else None
         self._input_size = tuple(x.shape[-2:]) if torch.is_tensor(x) and x.dim() >= 3 else None
 
