@@ -387,8 +387,10 @@ class Trainer:
                     try: values = self.train_step(images, labels)
                     except NonFiniteLossError as err: self._fail(err)
                     if values.pop("skipped_now", 0):
-                        self._say(f"iteration {self.iteration}: non-finite loss ({_format_losses(values)}), step skipped "
-                                  f"({self.skipped} so far, at most {cfg.max_skipped})", bar)
+                        shown = {k: v for k, v in values.items() if k in ("total", "ce", "pa", "aux")}
+                        self._say(f"iteration {self.iteration}: a non-finite loss or batch-norm statistic ("
+                                  f"{_format_losses(shown)}), step skipped ({self.skipped} so far, at most "
+                                  f"{cfg.max_skipped})", bar)
                         if self.skipped > cfg.max_skipped:
                             self._fail(NonFiniteLossError(f"{self.skipped} steps skipped by iteration {self.iteration}, "
                                                           f"more than max_skipped {cfg.max_skipped}"))
