@@ -22,7 +22,8 @@ from .models import build_model
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'seed_everything', 'rng_state', 'set_rng_state', 'seeded', 'CheckpointWriteError', 'atomic_save',
-           'read_checkpoint', 'RunDirectoryError', 'RunLock', 'run_contents', 'clear_run', 'load_network']
+           'read_checkpoint', 'RunDirectoryError', 'RunLock', 'run_contents', 'clear_run', 'claim_run_dir',
+           'resume_hint', 'load_network']
 
 # %% ../nbs/13_checkpoint.ipynb #96bcb800
 def seed_everything(seed: int):
@@ -169,6 +170,30 @@ def clear_run(run_dir) -> list[str]:
         if n == "tensorboard": shutil.rmtree(run_dir / n)
         else: (run_dir / n).unlink()
     return gone
+
+
+def claim_run_dir(run_dir, fresh: bool, overwrite: bool = False) -> RunLock:
+    """Lock `run_dir` for a run (see `RunLock`). A `fresh` run (not a resume) refuses a folder that holds another
+    run's checkpoints unless `overwrite`, which deletes that run's files first. Raises `RunDirectoryError`."""
+    lock = RunLock(run_dir).acquire()
+    held = run_contents(run_dir) if fresh else []
+    if any(n.endswith(".pt") for n in held):
+        if not overwrite:
+            lock.release()
+            raise RunDirectoryError(f"run directory {run_dir} already holds a run ({', '.join(held)}): continue it "
+                                    "with --resume, replace it with --overwrite, or choose another --out-dir")
+        clear_run(run_dir)
+    return lock
+
+
+def resume_hint(run_dir) -> str:
+    "The checkpoints of `run_dir` a run can continue from, newest first, with their iterations."
+    found = []
+    for name in ("last.pt", "previous.pt", "best.pt"):
+        p = Path(run_dir) / name
+        try: found.append(f"{p} (iteration {read_checkpoint(p)['iteration']})")
+        except (FileNotFoundError, ValueError): pass
+    return ("checkpoints to resume from: " + ", ".join(found)) if found else "no checkpoint was written"
 
 # %% ../nbs/13_checkpoint.ipynb #694b7bb6
 def load_network(path, model: str | None = None) -> tuple[nn.Module, dict]:

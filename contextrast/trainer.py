@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from .checkpoint import (RunDirectoryError, RunLock, atomic_save, clear_run, read_checkpoint, rng_state,
-                                    run_contents, seed_everything, set_rng_state)
+from .checkpoint import (RunDirectoryError, RunLock, atomic_save, claim_run_dir, read_checkpoint, resume_hint,
+                                    rng_state, run_contents, seed_everything, set_rng_state)
 from .config import CONTEXTRAST_LOSSES, Config, loss_settings
 from .data import build_dataset, eval_transform, train_transform
 from .distributed import SeededDraws, TrainStream, setup_distributed, sync_batchnorm
@@ -31,7 +31,7 @@ from .models import build_model
 from .runlog import Progress, RunLog, plot_curves, plot_predictions
 
 # %% auto #0
-__all__ = ['poly_lr', 'NonFiniteLossError', 'average_gradients', 'resume_hint', 'Trainer']
+__all__ = ['poly_lr', 'NonFiniteLossError', 'average_gradients', 'Trainer']
 
 # %% ../nbs/16_trainer.ipynb #c39b65b2
 def poly_lr(iteration: int, base_lr: float, iterations: int, power: float = 0.9,
@@ -84,15 +84,6 @@ def _agree(code: int, device, world: int) -> int:
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
 
-
-def resume_hint(run_dir) -> str:
-    "The checkpoints of `run_dir` a run can continue from, newest first, with their iterations."
-    found = []
-    for name in ("last.pt", "previous.pt", "best.pt"):
-        p = Path(run_dir) / name
-        try: found.append(f"{p} (iteration {read_checkpoint(p)['iteration']})")
-        except (FileNotFoundError, ValueError): pass
-    return ("checkpoints to resume from: " + ", ".join(found)) if found else "no checkpoint was written"
 
 # %% ../nbs/16_trainer.ipynb #a787e175
 class Trainer:
@@ -207,22 +198,30 @@ class Trainer:
             if not cfg.skip_nonfinite:
                 raise NonFiniteLossError(f"non-finite loss at iteration {self.iteration + 1}{where}: "
                                          f"{_format_losses(losses)}")
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for b, saved in zip(kept, buffers): b.copy_(saved)
-            self.skipped += 1
-            values["skipped_now"] = 1.0
-        else:
-            self.scaler.scale(total).backward()
-            if self.world > 1 and self.loss_params: average_gradients(self.loss_params, self.world)
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip(kept, buffers, values)
+        self.scaler.scale(total).backward()
+        if self.world > 1 and self.loss_params: average_gradients(self.loss_params, self.world)
+        # a finite loss with an infinite gradient would turn the weights to NaN (fp16's scaler skips those itself)
+        if cfg.skip_nonfinite and not self.scaler.is_enabled() and \
+                not bool(_all_finite([p.grad for p in self.params if p.grad is not None])):
+            return self._skip(kept, buffers, values)
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
         self.iteration += 1
         return values
+
+    def _skip(self, kept, buffers, values) -> dict:
+        "Undo a step's traces (gradients, the buffers its forward pass updated) and count it as skipped."
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, saved in zip(kept, buffers): b.copy_(saved)
+        self.skipped += 1
+        self.iteration += 1
+        return {**values, "skipped_now": 1.0}
 
     def validate(self, boundary: bool = False) -> dict:
         "Whole-image single-scale metrics of the current weights on `val_set` (see `validate`)."
@@ -300,24 +299,17 @@ class Trainer:
     @contextmanager
     def _own_run_dir(self):
         "Hold the run directory's lock (process 0) while training; a new run refuses a folder holding another run."
-        lock, problem = RunLock(self.run_dir), None
+        lock, problem = None, None
         if self.rank == 0:
-            try:
-                lock.acquire()
-                # a folder with checkpoints holds a run (logs alone: a run that never got to its first checkpoint)
-                fresh = self.iteration == 0 and not self._rng_restored
-                held = run_contents(self.run_dir) if fresh and any(n.endswith(".pt") for n in run_contents(self.run_dir)) else []
-                if held and not self.overwrite:
-                    raise RunDirectoryError(f"run directory {self.run_dir} already holds a run ({', '.join(held)}): "
-                                            "continue it with --resume, replace it with --overwrite, or choose another --out-dir")
-                if held: clear_run(self.run_dir)
+            try: lock = claim_run_dir(self.run_dir, self.iteration == 0 and not self._rng_restored, self.overwrite)
             except RunDirectoryError as err: problem = err
         if _agree(int(problem is not None), self.device, self.world):
-            lock.release()
             raise problem or RunDirectoryError(f"process 0 could not take the run directory {self.run_dir}")
-        if lock.took_over: self._say(f"took over the run directory {self.run_dir} from {lock.took_over}, which is gone")
+        if lock is not None and lock.took_over:
+            self._say(f"took over the run directory {self.run_dir} from {lock.took_over}, which is gone")
         try: yield
-        finally: lock.release()
+        finally:
+            if lock is not None: lock.release()
 
     def _after_validation(self, log, bar, result):
         it = self.iteration
