@@ -375,7 +375,10 @@ class Trainer:
                     if code == 2:
                         if failure is not None and self._stop_signal is None: raise failure
                         raise RuntimeError("another process of the run failed loading its batch")
-                    if code == 1: break
+                    if code == 1:                       # every process stops here, with one checkpoint
+                        self._stopping = True
+                        self.save_checkpoint()
+                        break
                     try: values = self.train_step(images, labels)
                     except NonFiniteLossError as err: self._fail(err)
                     if values.pop("skipped_now", 0):
@@ -412,8 +415,8 @@ class Trainer:
         finally:
             # stop the loader's worker processes now, also when an error propagates with this frame
             if hasattr(batches, "_shutdown_workers"): batches._shutdown_workers()
-        if self._stop_signal is not None and not self._stopping:
-            self._stopping = True             # stopped while loading a batch: this iteration's state is saved as is
+        if _agree(int(self._stop_signal is not None and not self._stopping), self.device, self.world):
+            self._stopping = True             # a signal after the last step's check: this iteration's state is saved
             self.save_checkpoint()
         self.stop_signal = self._stop_signal
         stopped_by = signal.Signals(self._stop_signal).name if self._stop_signal is not None else None
