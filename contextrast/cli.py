@@ -190,7 +190,7 @@ def train_main(argv=None) -> int:
               f"checkpoints, logs and figures in {trainer.run_dir}")
     return 0
 
-# %% ../nbs/18_cli.ipynb #0a141cf1
+# %% ../nbs/18_cli.ipynb #5f0ab47b
 def eval_parser() -> argparse.ArgumentParser:
     "Options of `contextrast_eval`."
     p = CLIParser(prog="contextrast_eval", formatter_class=help_formatter,

@@ -120,7 +120,7 @@ def plot_curves(run_dir):
     ax, bx = fig.subplots(1, 2)
     counts = ("anchors", "negatives", "hard", "positives")
     for k, v in train.items():
-        if k in ("iteration", "lr", "images_per_s") or k.startswith(counts): continue
+        if k in ("iteration", "lr", "images_per_s", "skipped") or k.startswith(counts): continue
         ax.plot(train["iteration"], v, label=k, lw=2 if k == "total" else 1)
     ax.set_xlabel("iteration"); ax.set_ylabel("loss"); ax.set_yscale("log")
     if train: ax.legend(fontsize=7, ncol=2)
