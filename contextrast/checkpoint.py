@@ -5,8 +5,12 @@
 # %% ../nbs/13_checkpoint.ipynb #c426b6d3
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import shutil
+import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,7 +21,9 @@ import torch.nn as nn
 from .models import build_model
 
 # %% auto #0
-__all__ = ['seed_everything', 'rng_state', 'set_rng_state', 'seeded', 'atomic_save', 'read_checkpoint', 'load_network']
+__all__ = ['RUN_FILES', 'seed_everything', 'rng_state', 'set_rng_state', 'seeded', 'CheckpointWriteError', 'atomic_save',
+           'read_checkpoint', 'RunDirectoryError', 'RunLock', 'run_contents', 'clear_run', 'claim_run_dir',
+           'resume_hint', 'load_network']
 
 # %% ../nbs/13_checkpoint.ipynb #96bcb800
 def seed_everything(seed: int):
@@ -34,16 +40,24 @@ def rng_state() -> dict:
             "random": random.getstate()}
 
 
-def set_rng_state(state: dict):
-    "Restore what `rng_state` returned."
+def set_rng_state(state: dict) -> str | None:
+    """Restore what `rng_state` returned. The GPUs' states are restored for the GPUs this machine has;
+    when it has fewer than the run had, the rest are dropped and the returned note says so (else `None`)."""
     torch.random.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
+    note, cuda = None, list(state["cuda"])
+    if cuda:
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        for i, s in enumerate(cuda[:have]): torch.cuda.set_rng_state(s, i)
+        if have < len(cuda):
+            note = (f"the checkpoint holds the random states of {len(cuda)} GPU(s), this machine has {have}: "
+                    f"{min(have, len(cuda))} restored, the others dropped (the GPUs' random draws will differ)")
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["random"]
     random.setstate((version, tuple(internal), gauss_next))
+    return note
 
-# %% ../nbs/13_checkpoint.ipynb #89a3624e
+# %% ../nbs/13_checkpoint.ipynb #9f195f7c
 @contextmanager
 def seeded(seed: int):
     "Run the body with the CPU torch, NumPy and `random` global generators seeded by `seed`, then restore them."
@@ -55,17 +69,36 @@ def seeded(seed: int):
     finally:
         torch.random.set_rng_state(saved[0]); np.random.set_state(saved[1]); random.setstate(saved[2])
 
-# %% ../nbs/13_checkpoint.ipynb #03d3d7a3
-def atomic_save(obj, path):
-    "`torch.save(obj)` to `path` through a temporary file in the same directory and an atomic rename."
+# %% ../nbs/13_checkpoint.ipynb #c1cb12e0
+class CheckpointWriteError(OSError):
+    "A checkpoint could not be written (a full disk, a directory that refuses writes): the machine's fault, not the run's."
+
+
+def _free_space(folder) -> str:
+    try: return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+    except OSError: return "free space unknown"
+
+
+def atomic_save(obj, path, previous=None):
+    """`torch.save(obj)` to `path` through a temporary file in the same directory and an atomic rename.
+
+    `previous`: a path where the file `path` held is kept (renamed, once the new one is complete). A write that
+    fails (a full disk) raises `CheckpointWriteError` naming the path and the free space; the old files stay."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush(); os.fsync(f.fileno())
+        if previous is not None and path.exists(): os.replace(path, previous)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos")
+        if isinstance(err, RuntimeError) and not ("unexpected pos" in str(err) or "write" in str(err).lower()): raise
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[-1]
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {reason} ({_free_space(path.parent)} "
+                                   f"on {path.parent})") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -80,7 +113,89 @@ def read_checkpoint(path) -> dict:
         raise ValueError(f"{path} is not a contextrast checkpoint (it lacks config, model or num_classes)")
     return ckpt
 
-# %% ../nbs/13_checkpoint.ipynb #677f5927
+# %% ../nbs/13_checkpoint.ipynb #7be24bc4
+class RunDirectoryError(ValueError):
+    "A run directory that a run cannot use: held by another run, holding another run, or not writable."
+
+
+RUN_FILES = ("last.pt", "previous.pt", "best.pt", "config.json", "train.csv", "val.csv", "curves.png", "predictions.png")
+
+
+class RunLock:
+    "An exclusive lock on the run directory `run_dir` (a `flock` on `run_dir/run.lock`), for `with` or acquire/release."
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.path, self.fd, self.took_over = self.run_dir / "run.lock", None, None
+
+    def acquire(self) -> "RunLock":
+        "Take the lock, or raise `RunDirectoryError` naming its holder. `took_over`: the note of a dead holder."
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunDirectoryError(f"run directory {self.run_dir} is not usable: {err.strerror or err}") from None
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirectoryError(f"run directory {self.run_dir} is in use by {holder} (lock {self.path}); "
+                                    "wait for that run, or choose another --out-dir") from None
+        self.took_over = os.pread(fd, 4096, 0).decode(errors="replace").strip() or None
+        note = f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.ftruncate(fd, 0); os.pwrite(fd, note.encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self):
+        "Give the lock back (the note is cleared: nobody holds the directory)."
+        if self.fd is None: return
+        try: os.ftruncate(self.fd, 0)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN); os.close(self.fd); self.fd = None
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+
+def run_contents(run_dir) -> list[str]:
+    "The files of a run (checkpoints, config, logs, figures) that `run_dir` holds."
+    run_dir = Path(run_dir)
+    return [n for n in RUN_FILES if (run_dir / n).exists()] + (["tensorboard"] if (run_dir / "tensorboard").is_dir() else [])
+
+
+def clear_run(run_dir) -> list[str]:
+    "Delete the files of a run from `run_dir` (only those, see `RUN_FILES`); returns their names."
+    run_dir, gone = Path(run_dir), run_contents(run_dir)
+    for n in gone:
+        if n == "tensorboard": shutil.rmtree(run_dir / n)
+        else: (run_dir / n).unlink()
+    return gone
+
+
+def claim_run_dir(run_dir, fresh: bool, overwrite: bool = False) -> RunLock:
+    """Lock `run_dir` for a run (see `RunLock`). A `fresh` run (not a resume) refuses a folder that holds another
+    run's checkpoints unless `overwrite`, which deletes that run's files first. Raises `RunDirectoryError`."""
+    lock = RunLock(run_dir).acquire()
+    held = run_contents(run_dir) if fresh else []
+    if any(n.endswith(".pt") for n in held):
+        if not overwrite:
+            lock.release()
+            raise RunDirectoryError(f"run directory {run_dir} already holds a run ({', '.join(held)}): continue it "
+                                    "with --resume, replace it with --overwrite, or choose another --out-dir")
+        clear_run(run_dir)
+    return lock
+
+
+def resume_hint(run_dir) -> str:
+    "The checkpoints of `run_dir` a run can continue from, newest first, with their iterations."
+    found = []
+    for name in ("last.pt", "previous.pt", "best.pt"):
+        p = Path(run_dir) / name
+        try: found.append(f"{p} (iteration {read_checkpoint(p)['iteration']})")
+        except (FileNotFoundError, ValueError): pass
+    return ("checkpoints to resume from: " + ", ".join(found)) if found else "no checkpoint was written"
+
+# %% ../nbs/13_checkpoint.ipynb #694b7bb6
 def load_network(path, model: str | None = None) -> tuple[nn.Module, dict]:
     """The inference network (heads dropped, eval mode, CPU) of checkpoint `path`, and the checkpoint.
 

@@ -12,20 +12,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Subset
 
 import contextrast.baselines  # noqa: F401  (registers the peers' losses by name)
-from .checkpoint import load_network, read_checkpoint
+from .checkpoint import CheckpointWriteError, load_network, read_checkpoint
 from .config import (AMP_MODES, PAPER_SCALES, PRESETS, Config, add_config_flags, config_from_options,
                                 flag_of, settings_of, unused_loss_fields)
-from .data import DATASETS, build_dataset, eval_transform
+from .data import DATASETS, build_dataset, eval_transform, map_labels, read_image, read_label
 from .distributed import close_distributed, setup_distributed
 from .evaluate import evaluate, metrics_table
 from .models import MODELS
+from .runlog import Progress
 from .trainer import NonFiniteLossError, Trainer
 
 # %% auto #0
-__all__ = ['CLIParser', 'help_formatter', 'train_parser', 'one_line', 'train_main', 'eval_parser', 'eval_main']
+__all__ = ['CLIParser', 'help_formatter', 'train_parser', 'one_line', 'check_headers', 'scan_dataset', 'check_data', 'train_main',
+           'eval_parser', 'eval_main']
 
 # %% ../nbs/18_cli.ipynb #b302ea6b
 class CLIParser(argparse.ArgumentParser):
@@ -47,6 +50,9 @@ def train_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--preset", choices=sorted(PRESETS), help="recipe to start from (default: the dataset's, else cpu)")
     a("--resume", nargs="?", const="", metavar="CKPT", help="continue a run (default: <out-dir>/last.pt)")
+    a("--overwrite", action="store_true", help="replace the run that the run directory holds (else it is refused)")
+    a("--check-data", dest="check_data", action="store_true",
+      help="read every file of the training and validation splits once, list every bad file, and exit")
     a("--print-config", dest="print_config", action="store_true", help="print the resolved config as JSON and exit")
     a("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     add_config_flags(p)
@@ -65,58 +71,126 @@ def _trainer_config(args: dict) -> tuple[Config, Path | None]:
         return cfg, None
     path = Path(resume) if resume else config_from_options(args, preset).run_dir() / "last.pt"
     if path.is_dir(): path = path / "last.pt"
-    stored = Config.from_dict(read_checkpoint(path)["config"])
+    ckpt = read_checkpoint(path)
+    stored, done = Config.from_dict(ckpt["config"]), ckpt["iteration"]
     settings = settings_of(args)
-    if settings.get("model", stored.model) != stored.model:
-        raise ValueError(f"{path} is a checkpoint of {stored.model}; it cannot continue as {settings['model']}")
+    for field, what in (("model", "network"), ("loss", "loss")):
+        if settings.get(field, getattr(stored, field)) != getattr(stored, field):
+            raise ValueError(f"{path} is a checkpoint of a {stored.model} trained with the {stored.loss} loss; a resumed run "
+                             f"cannot change its {what} to {settings[field]} (start a new run in another --out-dir)")
+    if settings.get("iterations", stored.iterations) < done:
+        raise ValueError(f"{path} has trained {done} iterations; --iterations {settings['iterations']} asks for fewer")
     return replace(stored, **settings).check(), path
 
 
 def one_line(err: Exception) -> str:
     "The first line of an error's message; a longer one (a dataset's expected layout) points to data/README.md."
-    lines = str(err).strip().splitlines() or [type(err).__name__]
+    text = str(err).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        # an error of a data-loading worker process: its own message is the traceback's last line
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    lines = text.splitlines() or [type(err).__name__]
     first = lines[0]
     if len(lines) == 1: return first
     # a closing "...:" introduced the lines that are cut
     if first.endswith(":") and ". " in first: first = first[:first.rfind(". ")]
     return first.rstrip(":. ") + " (see data/README.md for the expected layout)"
 
+# %% ../nbs/18_cli.ipynb #c9ef950c
+def _header_size(path):
+    "`(H, W)` of an image or label file from its header; `None` for a `.mat` file (no header to read)."
+    if Path(path).suffix == ".mat": return None
+    with Image.open(path) as im: return im.size[1], im.size[0]
 
+
+def check_headers(dataset) -> list[str]:
+    """The problems of a file dataset that its files' headers show: a file that is not an image, an image whose
+    label map has another size. One line each; `[]` for a dataset without files (ToyScenes)."""
+    problems = []
+    for image_path, label_path in getattr(dataset, "files", ()):
+        try: a, b = _header_size(image_path), _header_size(label_path)
+        except Exception as err:
+            problems.append(f"cannot read {image_path} or {label_path} as an image ({type(err).__name__})"); continue
+        if a is not None and b is not None and a != b:
+            problems.append(f"image {image_path} is {a} but its labels {label_path} are {b} (H, W)")
+    return problems
+
+
+def scan_dataset(dataset, progress: bool | None = None) -> list[str]:
+    """Read every `(image, labels)` pair of the file dataset `dataset` once (decoding, sizes, label values) and return
+    every problem found, one line each. `progress`: a bar on stderr (default: when stderr is a terminal)."""
+    files = getattr(dataset, "files", ())
+    bar, problems = Progress(len(files), enabled=progress, keys=()), []
+    for i, (image_path, label_path) in enumerate(files):
+        try:
+            image, raw = read_image(image_path), read_label(label_path)
+            if tuple(image.shape[-2:]) != tuple(raw.shape):
+                raise ValueError(f"image {image_path} is {tuple(image.shape[-2:])} but its labels {label_path} are "
+                                 f"{tuple(raw.shape)} (H, W)")
+            map_labels(raw, dataset.lut, dataset.num_classes, dataset.ignore_index, source=label_path)
+        except (ValueError, OSError) as err: problems.append(one_line(err))
+        bar.update(i + 1, {})
+    bar.close()
+    return problems
+
+
+def _datasets(cfg: Config) -> list:
+    "The training and validation sets of `cfg`, untransformed (none for ToyScenes, which has no files)."
+    return [] if cfg.dataset == "toy" else [build_dataset(cfg.dataset, cfg.root, s) for s in ("train", "val")]
+
+
+def check_data(cfg: Config, progress: bool | None = None) -> int:
+    "`--check-data`: every file of both splits read once; each problem printed; exit status 2 when any."
+    found = [(d, scan_dataset(d, progress)) for d in _datasets(cfg)]
+    for d, problems in found:
+        for p in problems: print(p)
+        print(f"{cfg.dataset} {d.split}: {len(d)} image(s), {len(problems)} with a problem", file=sys.stderr)
+    return 2 if any(p for _, p in found) else 0
+
+# %% ../nbs/18_cli.ipynb #c098f9c7
 def train_main(argv=None) -> int:
-    "`contextrast_train`: train, then print the final metrics; returns the exit status."
+    """`contextrast_train`: train, then print the final metrics; returns the exit status: 0 done, 2 bad input
+    (options, data, run directory; one line), 1 a failure of the run or the machine (a non-finite loss, a full
+    disk; one line), 128 + the signal's number when stopped by SIGTERM (143) or SIGINT (130) after its checkpoint."""
     prog = "contextrast_train"
     args = vars(train_parser().parse_args(argv))
     progress = False if args.pop("no_progress", False) else None
-    show = args.pop("print_config", False)
+    show, scan, overwrite = args.pop("print_config", False), args.pop("check_data", False), args.pop("overwrite", False)
+    trainer = None
     try:
         cfg, resume = _trainer_config(args)
         if show:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
-        trainer = Trainer(cfg, progress=progress)
+        if scan: return check_data(cfg, progress)
+        problems = [p for d in _datasets(cfg) for p in check_headers(d)]
+        if problems:
+            raise ValueError(f"{problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                             "--check-data lists every bad file")
+        trainer = Trainer(cfg, progress=progress, overwrite=overwrite)
         if resume is not None: trainer.load_checkpoint(resume)
+        result = trainer.fit()
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-        close_distributed()
         return 2
-    try:
-        result = trainer.fit()
-    except NonFiniteLossError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
+    except (NonFiniteLossError, CheckpointWriteError) as err:
+        print(f"{prog}: {one_line(err)}", file=sys.stderr)
         return 1
     finally:
         close_distributed()
     cfg = trainer.cfg
+    if result["stopped_by"] is not None: return 128 + (trainer.stop_signal or 15)     # 15: SIGTERM, as the others got
     if trainer.rank == 0 and result["final"] is not None:
         print(f"{cfg.model} trained with the {cfg.loss} loss on {cfg.dataset}: {cfg.iterations} iterations, "
-              f"batch {cfg.batch_size}, crop {cfg.crop_size[0]}x{cfg.crop_size[1]}, seed {cfg.seed}")
+              f"batch {cfg.batch_size}, crop {cfg.crop_size[0]}x{cfg.crop_size[1]}, seed {cfg.seed}"
+              + (f", {result['skipped']} step(s) skipped (non-finite loss)" if result["skipped"] else ""))
         print(f"validation ({len(trainer.val_set)} images, whole image, single scale), final weights:\n")
         print(metrics_table(result["final"], trainer.classes))
         print(f"\nbest validation mIoU {100 * result['best']['miou']:.2f}% at iteration {result['best']['iteration']}; "
               f"checkpoints, logs and figures in {trainer.run_dir}")
     return 0
 
-# %% ../nbs/18_cli.ipynb #bab75bf4
+# %% ../nbs/18_cli.ipynb #5f0ab47b
 def eval_parser() -> argparse.ArgumentParser:
     "Options of `contextrast_eval`."
     p = CLIParser(prog="contextrast_eval", formatter_class=help_formatter,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 from .data import DATASETS
 from .evaluate import AMP_DTYPES
-from .loss import SAMPLING, loss_options
+from .loss import LOSS_MODULES, LOSSES, SAMPLING, loss_options
 from .models import MODELS
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'EVAL_MODES', 'PAPER_SCALES', 'RENAMED_FIELDS', 'RENAMED_VALUES', 'FUSION_MODES', 'PRESETS',
            'PRESET_OF_DATASET', 'LOSS_FIELDS', 'CONTEXTRAST_LOSSES', 'FIELD_HELP', 'FLAG_ALIASES', 'NEGATIVE_ALIASES',
-           'CONSTANT_ALIASES', 'TUPLE_FIELDS', 'FIELD_CHOICES', 'Config', 'unused_loss_fields', 'loss_settings',
-           'flag_of', 'add_config_flags', 'settings_of', 'config_from_options']
+           'CONSTANT_ALIASES', 'TUPLE_FIELDS', 'FIELD_CHOICES', 'known_losses', 'Config', 'unused_loss_fields',
+           'loss_settings', 'flag_of', 'add_config_flags', 'settings_of', 'config_from_options']
 
 # %% ../nbs/12_config.ipynb #ae552ede
 AMP_MODES = tuple(AMP_DTYPES)                     # off, bf16, fp16
@@ -30,6 +30,10 @@ RENAMED_FIELDS = {"fill": "random_fill"}
 # values of configs written by earlier versions, and the values that replaced them
 RENAMED_VALUES = {"fusion": {True: "static", False: "none"}}
 FUSION_MODES = ("static", "adaptive", "none")
+
+def known_losses() -> list[str]:
+    "Every loss name `build_loss` accepts: the registered ones and those their modules register when first asked for."
+    return sorted({*LOSSES, *LOSS_MODULES})
 
 #| export
 @dataclass
@@ -72,6 +76,7 @@ class Config:
     amp: str = "off"
     grad_clip: float = 0.0
     skip_nonfinite: bool = False
+    max_skipped: int = 10
     # evaluation: during training whole-image single-scale; `eval_*` is the final test's recipe
     val_interval: int = 125
     val_batch_size: int = 8
@@ -88,6 +93,8 @@ class Config:
     device: str = "auto"
     threads: int = 1
     sync_bn: bool = True
+    cudnn_benchmark: bool = False
+    tf32: bool = False
     ignore_index: int = 255
 
     def __post_init__(self):
@@ -151,12 +158,16 @@ class Config:
         need(self.val_interval >= 0, "val_interval must not be negative (0: validate only at the end)")
         need(min(self.log_interval, self.checkpoint_interval, self.val_batch_size) >= 1,
              "log_interval, checkpoint_interval and val_batch_size must be at least 1")
-        need(min(self.workers, self.threads, self.val_size) >= 0, "workers, threads and val_size must not be negative")
+        need(min(self.workers, self.threads, self.val_size, self.max_skipped) >= 0,
+             "workers, threads, val_size and max_skipped must not be negative")
+        need(self.loss in known_losses(), f"unknown loss {self.loss!r}; choose from {', '.join(known_losses())}")
         return self
 
 # %% ../nbs/12_config.ipynb #fe73f077
 # GPU bookkeeping shared by the paper's recipes (ours: intervals, workers; the test scales are the paper's)
-_GPU = dict(embed_dim=256, val_interval=2000, checkpoint_interval=1000, log_interval=50, workers=8, threads=0,
+# bf16 autocast, cuDNN autotuning and TF32 matmuls: how a GPU run trains (applied on CUDA only)
+_GPU = dict(amp="bf16", cudnn_benchmark=True, tf32=True, embed_dim=256, val_interval=2000,
+            checkpoint_interval=1000, log_interval=50, workers=8, threads=0,
             val_batch_size=1, val_size=0, eval_scales=PAPER_SCALES, eval_flip=True)
 PRESETS = {
     # this project's main job: the Config defaults
@@ -230,13 +241,16 @@ FIELD_HELP = {
     "power": "poly decay power", "warmup_iters": "linear warmup iterations", "warmup_ratio": "warmup start factor",
     "amp": "mixed precision (off)", "grad_clip": "clip the gradient norm (0: off)",
     "skip_nonfinite": "skip steps with a NaN/inf loss instead of stopping",
+    "max_skipped": "with --skip-nonfinite, stop when more steps than this were skipped (10)",
     "val_interval": "validate every N iterations (0: only at the end)", "val_batch_size": "images per validation batch",
     "val_size": "validate on the first N images (0: all)", "eval_scales": "test scales of the final evaluation",
     "eval_flip": "average the final evaluation with the flipped image", "eval_mode": "whole image or sliding windows",
     "log_interval": "log every N iterations", "checkpoint_interval": "write last.pt every N iterations",
     "out_dir": "run directory (default runs/<dataset>_<model>_<loss>)", "workers": "data-loading processes",
     "seed": "random seed", "device": "auto, cpu, cuda, cuda:N (auto)", "threads": "CPU threads of PyTorch (0: its default)",
-    "sync_bn": "synchronise batch norm over processes", "ignore_index": "label of ignored pixels",
+    "sync_bn": "synchronise batch norm over processes",
+    "cudnn_benchmark": "let cuDNN pick its fastest kernels (CUDA only; on in GPU presets)",
+    "tf32": "TF32 matmuls and convolutions (CUDA only; on in GPU presets)", "ignore_index": "label of ignored pixels",
 }
 FLAG_ALIASES = {"batch_size": ["--batch"], "crop_size": ["--crop"], "warmup_iters": ["--warmup"], "out_dir": ["--out"]}
 NEGATIVE_ALIASES = {"random_fill": "--no-fill"}

@@ -80,7 +80,8 @@ def add_study(study: Study) -> Study:
     return study
 
 # %% ../nbs/20_experiments.ipynb #83fed8ce
-BOOKKEEPING = ("out_dir", "workers", "threads", "device", "log_interval", "checkpoint_interval")
+BOOKKEEPING = ("out_dir", "workers", "threads", "device", "log_interval", "checkpoint_interval", "max_skipped",
+               "cudnn_benchmark", "tf32")        # the last two act on CUDA only
 MEASURED_MODULES = ("anchors", "fusion", "infonce", "error_maps", "distance", "bane", "loss", "baselines", "models",
                     "data", "toys", "core", "metrics", "evaluate", "config", "checkpoint", "distributed", "trainer",
                     "adaptive_fusion", "anchor_memory", "contextrast_pp")
@@ -266,9 +267,8 @@ def run_one(cfg: Config, run_dir, verbose: bool = False) -> dict:
     last = run_dir / "last.pt"
     trainer = Trainer(cfg, progress=False, verbose=verbose)
     if last.exists(): trainer.load_checkpoint(last)
-    t0, start = time.perf_counter(), trainer.iteration
     result = trainer.fit()
-    seconds = time.perf_counter() - t0
+    seconds = trainer.train_seconds        # training only, every process of the run (resumes), validation left out
     if result["stopped_by"] is not None: raise RuntimeError(f"run {run_dir} stopped by {result['stopped_by']}")
     data = build_dataset(cfg.dataset, cfg.root, "val", eval_transform())
     ev = image_confusions(trainer.model.for_inference(), data, trainer.num_classes, cfg, trainer.device)
@@ -277,7 +277,7 @@ def run_one(cfg: Config, run_dir, verbose: bool = False) -> dict:
     out = {"key": run_key(cfg), "classes": trainer.classes, "images": len(data), "iterations": cfg.iterations,
            "miou": float(np.nanmean(iou)), "iou": [float(x) for x in iou],
            **{f"b_miou_{d}": float(v["miou"]) for d, v in ev["boundary"].items()},
-           "train_seconds": seconds, "images_per_s": (cfg.iterations - start) * cfg.batch_size / max(seconds, 1e-9),
+           "train_seconds": seconds, "images_per_s": cfg.iterations * cfg.batch_size / max(seconds, 1e-9),
            "peak_memory_mb": peak_memory_mb(trainer.device), "device": str(trainer.device),
            "commit": (code := imported_code())[0], "code": code_fingerprint(code[1]), "code_units": code[1]}
     done.write_text(json.dumps(out, indent=1) + "\n")

@@ -25,10 +25,11 @@ __all__ = ['RunLog', 'read_log', 'Progress', 'plot_curves', 'plot_predictions', 
 # %% ../nbs/15_runlog.ipynb #0b4fbe76
 class RunLog:
     "Metric rows appended to `<run_dir>/<name>.csv` (and TensorBoard scalars when installed)."
-    def __init__(self, run_dir, resume_at: int = 0, tensorboard: bool = True):
+    def __init__(self, run_dir, resume_at: int = 0, tensorboard: bool = True, redo: tuple = ()):
+        "`resume_at`: rows after it are dropped; `redo`: logs whose row at `resume_at` is dropped too (it is rerun)."
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for path in self.run_dir.glob("*.csv"): self._truncate(path, resume_at)
+        for path in self.run_dir.glob("*.csv"): self._truncate(path, resume_at - (path.stem in redo))
         self.tb = None
         if tensorboard:
             try:
@@ -119,7 +120,7 @@ def plot_curves(run_dir):
     ax, bx = fig.subplots(1, 2)
     counts = ("anchors", "negatives", "hard", "positives")
     for k, v in train.items():
-        if k in ("iteration", "lr", "images_per_s") or k.startswith(counts): continue
+        if k in ("iteration", "lr", "images_per_s", "skipped") or k.startswith(counts): continue
         ax.plot(train["iteration"], v, label=k, lw=2 if k == "total" else 1)
     ax.set_xlabel("iteration"); ax.set_ylabel("loss"); ax.set_yscale("log")
     if train: ax.legend(fontsize=7, ncol=2)

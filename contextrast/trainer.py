@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from .checkpoint import atomic_save, read_checkpoint, rng_state, seed_everything, set_rng_state
+from .checkpoint import (RunDirectoryError, RunLock, atomic_save, claim_run_dir, read_checkpoint, resume_hint,
+                                    rng_state, run_contents, seed_everything, set_rng_state)
 from .config import CONTEXTRAST_LOSSES, Config, loss_settings
 from .data import build_dataset, eval_transform, train_transform
 from .distributed import SeededDraws, TrainStream, setup_distributed, sync_batchnorm
@@ -42,7 +44,7 @@ def poly_lr(iteration: int, base_lr: float, iterations: int, power: float = 0.9,
 
 # %% ../nbs/16_trainer.ipynb #c8995d76
 class NonFiniteLossError(RuntimeError):
-    "A training step produced a NaN or infinite loss."
+    "A training step produced a NaN or infinite loss (or too many steps were skipped); the message names the checkpoints."
 
 
 def _format_losses(losses: dict) -> str:
@@ -68,19 +70,42 @@ def _aux_ce(logits, labels, ignore_index):
     ce = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
     return ce / (labels != ignore_index).sum().clamp(min=1)
 
+
+def _all_finite(tensors) -> torch.Tensor:
+    "A 0-d bool tensor: every floating-point tensor of `tensors` is finite (no host sync)."
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return torch.stack(flags).all() if flags else torch.tensor(True)
+
+
+def _agree(code: int, device, world: int) -> int:
+    "The largest of the processes' `code`s (one all-reduce under DDP; `code` itself alone)."
+    if world == 1: return code
+    t = torch.tensor([code], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 # %% ../nbs/16_trainer.ipynb #a787e175
 class Trainer:
     """Iteration-based training of `cfg.model` with `cfg.loss`: SGD + poly LR, AMP, DDP under torchrun.
 
     `train_set`, `val_set` and `model` default to the ones `cfg` names (passing them serves tests
     and notebooks). `progress`: draw the progress bar (default: on a terminal, not under pytest);
-    `verbose`: status lines on stderr (process 0 only)."""
+    `verbose`: status lines on stderr (process 0 only). `overwrite`: a new run may replace the run that
+    `cfg.run_dir()` holds (else it refuses; a resumed run continues its own)."""
     def __init__(self, cfg: Config, train_set=None, val_set=None, model: nn.Module | None = None,
-                 progress: bool | None = None, verbose: bool = True):
+                 progress: bool | None = None, verbose: bool = True, overwrite: bool = False):
         self.cfg = cfg = cfg.check()
         if cfg.threads: torch.set_num_threads(cfg.threads)
         self.rank, self.world, self.device = setup_distributed(cfg.device)
-        self.run_dir = cfg.run_dir()
+        self.verbose = verbose and self.rank == 0
+        if self.device.type == "cuda":                    # GPU recipes: cuDNN autotuning and TF32 (no effect on a CPU)
+            torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+        elif cfg.amp == "fp16" and self.verbose:
+            print("warning: fp16 autocast on a CPU is slow (it emulates half precision; about 3x fp32 here); "
+                  "bf16 (--amp bf16) is the CPU's mixed precision", file=sys.stderr)
+        self.run_dir, self.overwrite = cfg.run_dir(), overwrite
         if self.run_dir.exists() and not self.run_dir.is_dir(): raise ValueError(f"run directory {self.run_dir} is a file")
         if cfg.batch_size % self.world:
             raise ValueError(f"batch size {cfg.batch_size} cannot be split evenly over {self.world} processes")
@@ -118,19 +143,22 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
-        self.iteration, self.skipped = 0, 0
+        self.iteration, self.skipped, self.train_seconds = 0, 0, 0.0
         self.best = {"miou": -1.0, "iteration": 0}
         self.final = None
-        self.verbose = verbose and self.rank == 0
         self.progress_enabled = progress if self.rank == 0 else False
-        self._rng_restored = False
-        self._stop_signal, self._stopping = None, False
+        self._rng_restored, self._pending_validation = False, False
+        self._stop_signal, self._stopping, self.stop_signal = None, False, None
+
+    def _say(self, message: str, bar=None):
+        if self.verbose: (bar.write if bar is not None else lambda m: print(m, file=sys.stderr, flush=True))(message)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """One SGD step on this process's batch `images: [b, 3, H, W]`, `labels: [b, H, W]`.
 
         Returns the loss components as floats; raises `NonFiniteLossError` on a NaN/inf loss unless
-        `cfg.skip_nonfinite` (then the step is skipped and counted in `self.skipped`)."""
+        `cfg.skip_nonfinite`: then the step leaves no trace (weights, momentum, batch-norm statistics and the
+        loss's buffers as they were; also when only a statistic turned non-finite) and counts in `self.skipped`."""
         cfg = self.cfg
         self.net.train()
         lr = poly_lr(self.iteration, cfg.lr, cfg.iterations, cfg.power, cfg.warmup_iters, cfg.warmup_ratio)
@@ -153,8 +181,10 @@ class Trainer:
                 losses["aux"] = _aux_ce(out["aux_logits"], labels, cfg.ignore_index)
                 losses["total"] = losses["total"] + aux_weight * losses["aux"]
         total = losses["total"]
-        flags = torch.stack([(~torch.isfinite(total.detach())).float(),
-                             total.new_tensor(float(self._stop_signal is not None))])
+        bad = ~torch.isfinite(total.detach())
+        # a finite loss can still come with an infinite variance in a batch-norm statistic (huge activations)
+        if cfg.skip_nonfinite: bad = bad | ~_all_finite(self.model.buffers())
+        flags = torch.stack([bad.float(), total.new_tensor(float(self._stop_signal is not None))])
         if self.world > 1: dist.all_reduce(flags)
         # one device-to-host copy for the flags and every logged component
         components = [torch.as_tensor(v).detach().float().reshape(()).to(flags.device) for v in losses.values()]
@@ -168,21 +198,30 @@ class Trainer:
             if not cfg.skip_nonfinite:
                 raise NonFiniteLossError(f"non-finite loss at iteration {self.iteration + 1}{where}: "
                                          f"{_format_losses(losses)}")
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for b, saved in zip(kept, buffers): b.copy_(saved)
-            self.skipped += 1
-        else:
-            self.scaler.scale(total).backward()
-            if self.world > 1 and self.loss_params: average_gradients(self.loss_params, self.world)
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip(kept, buffers, values)
+        self.scaler.scale(total).backward()
+        if self.world > 1 and self.loss_params: average_gradients(self.loss_params, self.world)
+        # a finite loss with an infinite gradient would turn the weights to NaN (fp16's scaler skips those itself)
+        if cfg.skip_nonfinite and not self.scaler.is_enabled() and \
+                not bool(_all_finite([p.grad for p in self.params if p.grad is not None])):
+            return self._skip(kept, buffers, values)
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
         self.iteration += 1
         return values
+
+    def _skip(self, kept, buffers, values) -> dict:
+        "Undo a step's traces (gradients, the buffers its forward pass updated) and count it as skipped."
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, saved in zip(kept, buffers): b.copy_(saved)
+        self.skipped += 1
+        self.iteration += 1
+        return {**values, "skipped_now": 1.0}
 
     def validate(self, boundary: bool = False) -> dict:
         "Whole-image single-scale metrics of the current weights on `val_set` (see `validate`)."
@@ -202,17 +241,23 @@ class Trainer:
                 # losses with state (the peers' memory banks and region centres) resume with it
                 "criterion": self.criterion.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": states, "best": dict(self.best), "skipped": self.skipped}
+                "rng": states, "best": dict(self.best), "skipped": self.skipped,
+                "train_seconds": self.train_seconds, "pending_validation": self._pending_validation}
 
-    def save_checkpoint(self, path=None) -> Path:
-        "Write `state_dict()` atomically to `path` (default `<run_dir>/last.pt`) from process 0."
+    def save_checkpoint(self, path=None, keep_previous: bool = True) -> Path:
+        """Write `state_dict()` atomically to `path` (default `<run_dir>/last.pt`, the one it replaces kept as
+        `previous.pt`) from process 0. Weights or statistics that are not finite are never written."""
         path = Path(path) if path is not None else self.run_dir / "last.pt"
+        if not bool(_all_finite(self.model.state_dict().values())):
+            raise NonFiniteLossError(f"the weights hold NaN or inf after iteration {self.iteration}: not written to "
+                                     f"{path}; {resume_hint(self.run_dir)}")
         state = self.state_dict()
-        if self.rank == 0: atomic_save(state, path)
+        previous = path.with_name("previous.pt") if keep_previous and path.name == "last.pt" else None
+        if self.rank == 0: atomic_save(state, path, previous=previous)
         return path
 
     def load_checkpoint(self, path):
-        "Restore weights, optimiser, scaler, iteration, best score and random states from `path`."
+        "Restore weights, optimiser, scaler, iteration, best score, time and random states from `path`."
         ckpt = read_checkpoint(path)
         if ckpt["model_name"] != self.cfg.model or ckpt["num_classes"] != self.num_classes:
             raise ValueError(f"{path} holds a {ckpt['model_name']} with {ckpt['num_classes']} classes; this run is a "
@@ -225,8 +270,11 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration, self.best, self.skipped = ckpt["iteration"], dict(ckpt["best"]), ckpt["skipped"]
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        self._pending_validation = bool(ckpt.get("pending_validation", False))
         states = ckpt["rng"]
-        set_rng_state(states[self.rank] if len(states) == self.world else states[0])
+        note = set_rng_state(states[self.rank] if len(states) == self.world else states[0])
+        if note: self._say(f"{path}: {note}")
         self._rng_restored = True
         return self
 
@@ -248,6 +296,21 @@ class Trainer:
         finally:
             for s, h in old.items(): signal.signal(s, h)
 
+    @contextmanager
+    def _own_run_dir(self):
+        "Hold the run directory's lock (process 0) while training; a new run refuses a folder holding another run."
+        lock, problem = None, None
+        if self.rank == 0:
+            try: lock = claim_run_dir(self.run_dir, self.iteration == 0 and not self._rng_restored, self.overwrite)
+            except RunDirectoryError as err: problem = err
+        if _agree(int(problem is not None), self.device, self.world):
+            raise problem or RunDirectoryError(f"process 0 could not take the run directory {self.run_dir}")
+        if lock is not None and lock.took_over:
+            self._say(f"took over the run directory {self.run_dir} from {lock.took_over}, which is gone")
+        try: yield
+        finally:
+            if lock is not None: lock.release()
+
     def _after_validation(self, log, bar, result):
         it = self.iteration
         row = {k: result[k] for k in ("miou", "acc", "mean_acc")}
@@ -256,46 +319,76 @@ class Trainer:
         # the metrics are all-reduced, so every process takes the same decision (saving is collective)
         if result["miou"] > self.best["miou"]: self.best = {"miou": float(result["miou"]), "iteration": it}
         improved = self.best["iteration"] == it
+        self._pending_validation = False
         if improved: self.save_checkpoint(self.run_dir / "best.pt")
         if self.rank == 0:
             plot_curves(self.run_dir).savefig(self.run_dir / "curves.png", dpi=90)
             plot_predictions(self.model, self.val_set, self.palette, device=self.device).savefig(
                 self.run_dir / "predictions.png", dpi=90)
-        if self.verbose:
-            bar.write(f"iteration {it}: validation mIoU {100 * result['miou']:.2f}%"
-                      + (" (best so far)" if improved else f" (best {100 * self.best['miou']:.2f}% at {self.best['iteration']})"))
+        self._say(f"iteration {it}: validation mIoU {100 * result['miou']:.2f}%" + (" (best so far)" if improved else
+                  f" (best {100 * self.best['miou']:.2f}% at {self.best['iteration']})"), bar)
 
     def fit(self, until: int | None = None) -> dict:
         """Train up to iteration `until` (default `cfg.iterations`); returns `{"iteration", "stopped_by",
-        "best", "final"}` with `final` the end-of-run metrics (with boundary IoU) once `cfg.iterations` is reached.
+        "best", "final", "skipped"}` with `final` the end-of-run metrics (with boundary IoU) once `cfg.iterations`
+        is reached. The run directory is locked meanwhile (see `RunLock`).
 
-        SIGINT/SIGTERM stop after the current iteration with `last.pt` written (`stopped_by` names the signal)."""
+        Each checkpoint is written before the validation of its iteration (a checkpoint written before a validation
+        that did not finish reruns it on resume). SIGINT/SIGTERM stop after the current iteration with `last.pt`
+        written (`stopped_by` names the signal, `self.stop_signal` holds its number)."""
+        with self._own_run_dir(): return self._fit(until)
+
+    def _fail(self, err: NonFiniteLossError):
+        raise NonFiniteLossError(f"{str(err).split('; checkpoints to resume')[0]}; {resume_hint(self.run_dir)}") from None
+
+    def _fit(self, until):
         cfg = self.cfg
         end = cfg.iterations if until is None else min(until, cfg.iterations)
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.run_dir / "config.json")
+        if self.rank == 0: cfg.save(self.run_dir / "config.json")
         if self.iteration == 0 and not self._rng_restored: seed_everything(cfg.seed + self.rank)
-        self._stop_signal, self._stopping = None, False
+        self._stop_signal, self._stopping, self.stop_signal = None, False, None
         stream = TrainStream(len(self.train_set), self.local_batch, cfg.seed, self.rank, self.world, start=self.iteration)
         loader = DataLoader(SeededDraws(self.train_set), batch_sampler=stream, num_workers=cfg.workers,
                             pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
                             worker_init_fn=_ignore_interrupts)
-        log = RunLog(self.run_dir, resume_at=self.iteration) if self.rank == 0 else None
+        redo = self._pending_validation and self.iteration < cfg.iterations
+        log = RunLog(self.run_dir, resume_at=self.iteration, redo=("val",) if self._pending_validation else ()) \
+            if self.rank == 0 else None
         bar = Progress(end, start=self.iteration, enabled=self.progress_enabled)
-        if self.verbose and not bar.enabled:
-            bar.write(f"training {cfg.model} with the {cfg.loss} loss on {cfg.dataset}: iterations "
+        if not bar.enabled:
+            self._say(f"training {cfg.model} with the {cfg.loss} loss on {cfg.dataset}: iterations "
                       f"{self.iteration + 1}-{end} of {cfg.iterations}, batch {cfg.batch_size}, run directory {self.run_dir}")
+        if redo: self._after_validation(log, bar, self.validate())     # the validation the checkpoint was written before
         sums, n, t0 = {}, 0, time.perf_counter()
         batches = iter(loader)
         try:
             with self._stop_on_signals():
+                tick = time.perf_counter()
                 while self.iteration < end and not self._stopping:
+                    failure = None
                     try: images, labels = next(batches)
-                    except Exception:
-                        if self._stop_signal is None: raise
-                        break                 # a signal to the whole job (a scheduler's SIGTERM) may stop the loader's workers
-                    values = self.train_step(images, labels)
+                    except Exception as err: failure = err
+                    # every process learns whether one lost its batch (else the others wait in a collective for ever):
+                    # 1 stopped by a signal (the workers too), 2 an error
+                    code = 0 if failure is None else 1 if self._stop_signal is not None else 2
+                    code = _agree(code, self.device, self.world)
+                    if code == 2:
+                        if failure is not None and self._stop_signal is None: raise failure
+                        raise RuntimeError("another process of the run failed loading its batch")
+                    if code == 1:                       # every process stops here, with one checkpoint
+                        self._stopping = True
+                        self.save_checkpoint()
+                        break
+                    try: values = self.train_step(images, labels)
+                    except NonFiniteLossError as err: self._fail(err)
+                    if values.pop("skipped_now", 0):
+                        shown = {k: v for k, v in values.items() if k in ("total", "ce", "pa", "aux")}
+                        self._say(f"iteration {self.iteration}: a non-finite loss or batch-norm statistic ("
+                                  f"{_format_losses(shown)}), step skipped ({self.skipped} so far, at most "
+                                  f"{cfg.max_skipped})", bar)
+                        if self.skipped > cfg.max_skipped:
+                            self._fail(NonFiniteLossError(f"{self.skipped} steps skipped by iteration {self.iteration}, "
+                                                          f"more than max_skipped {cfg.max_skipped}"))
                     for k, v in values.items(): sums[k] = sums.get(k, 0.0) + v
                     n += 1
                     bar.update(self.iteration, values)
@@ -303,31 +396,43 @@ class Trainer:
                     if it % cfg.log_interval == 0 or it == end:
                         row = {k: v / n for k, v in sums.items()}
                         row["images_per_s"] = n * cfg.batch_size / (time.perf_counter() - t0)
+                        if cfg.skip_nonfinite: row["skipped"] = self.skipped
                         if self.rank == 0: log.write("train", it, row)
-                        if self.verbose and not bar.enabled:
-                            bar.write(f"iteration {it}/{cfg.iterations}: " + _format_losses(
+                        if not bar.enabled:
+                            self._say(f"iteration {it}/{cfg.iterations}: " + _format_losses(
                                 {k: v for k, v in row.items() if k in ("total", "ce", "pa", "aux", "lr")}))
                         sums, n, t0 = {}, 0, time.perf_counter()
-                    if cfg.val_interval and it % cfg.val_interval == 0 and it < cfg.iterations:
-                        self._after_validation(log, bar, self.validate())
-                    if (it % cfg.checkpoint_interval == 0 and it < cfg.iterations) or self._stopping or it == end < cfg.iterations:
+                    validating = bool(cfg.val_interval) and it % cfg.val_interval == 0 and it < cfg.iterations
+                    saving = (it % cfg.checkpoint_interval == 0 and it < cfg.iterations) or self._stopping or \
+                        it == end < cfg.iterations
+                    self.train_seconds += time.perf_counter() - tick      # training only: checkpoints, validation apart
+                    # the checkpoint first: a validation that fails loses no training
+                    if saving or validating:
+                        self._pending_validation = validating
                         self.save_checkpoint()
+                    if validating: self._after_validation(log, bar, self.validate())
+                    tick = time.perf_counter()
         finally:
             # stop the loader's worker processes now, also when an error propagates with this frame
             if hasattr(batches, "_shutdown_workers"): batches._shutdown_workers()
-        if self._stop_signal is not None and not self._stopping:
-            self._stopping = True             # stopped while loading a batch: this iteration's state is saved as is
+        if _agree(int(self._stop_signal is not None and not self._stopping), self.device, self.world):
+            self._stopping = True             # a signal after the last step's check: this iteration's state is saved
             self.save_checkpoint()
+        self.stop_signal = self._stop_signal
         stopped_by = signal.Signals(self._stop_signal).name if self._stop_signal is not None else None
         if self._stopping:
             if stopped_by is None: stopped_by = "another process"
-            if self.verbose:
-                bar.write(f"stopped by {stopped_by} after iteration {self.iteration}; checkpoint "
-                          f"{self.run_dir / 'last.pt'} (continue with --resume {self.run_dir / 'last.pt'})")
+            self._say(f"stopped by {stopped_by} after iteration {self.iteration}; checkpoint "
+                      f"{self.run_dir / 'last.pt'} (continue with --resume {self.run_dir / 'last.pt'})", bar)
         elif self.iteration == cfg.iterations:
+            if not self._pending_validation:
+                self._pending_validation = True
+                self.save_checkpoint()          # the trained weights, safe before the final validation
             self.final = self.validate(boundary=True)
             self._after_validation(log, bar, self.final)
-            self.save_checkpoint()
+            self.save_checkpoint(keep_previous=False)
+        if self.skipped: self._say(f"{self.skipped} step(s) skipped for a non-finite loss", bar)
         bar.close()
         if log is not None: log.close()
-        return {"iteration": self.iteration, "stopped_by": stopped_by, "best": dict(self.best), "final": self.final}
+        return {"iteration": self.iteration, "stopped_by": stopped_by, "best": dict(self.best), "final": self.final,
+                "skipped": self.skipped}

@@ -23,11 +23,19 @@ Figures are stored as 256-colour palette PNGs (`run` and `build` re-encode every
 32 kB; `shrink` does it to stored outputs): about a third of the bytes, and nothing a reader sees
 changes.
 
+Printed floats: a compared output (a code cell that nbval checks: it has an execution count and no
+`# NBVAL_IGNORE_OUTPUT`, `# NBVAL_SKIP` or `# REAL_DATA`) prints every float with at most
+`FLOAT_DIGITS` (4) significant digits: `7.689`, `0.1235`, `46.12`, `1.5e-05`, not `7.6887`. A value
+computed in float32 (a loss, a trained weight) differs between CPUs with other vector instructions, thread
+counts and machine loads in its sixth or seventh digit; the fewer digits are printed, the rarer a value that
+sits on a rounding boundary becomes. A value that needs more digits is checked with `test_close`, and shown
+(if at all) in a cell whose output is ignored. `check` names each float over the limit.
+
 The README has one source, `nbs/README.ipynb` (settings.ini's `readme_nb`, what `nbdev_readme`
 renders): its markdown cells, joined by blank lines, are `README.md`. `readme` writes the file;
 `check` without arguments fails when the two differ.
 """
-import hashlib, os, sys, time
+import hashlib, os, re, sys, time
 from pathlib import Path
 
 import nbformat
@@ -145,6 +153,28 @@ def readme_text() -> str:
     return "\n\n".join(c.source.strip() for c in nb.cells if c.cell_type == "markdown") + "\n"
 
 
+FLOAT_DIGITS = 4
+_FLOAT = re.compile(r"(?<![\w.])[-+]?(\d+\.\d+)(?:[eE][-+]?\d+)?(?![\w.])")
+_IGNORED = ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP", REAL_DATA)
+
+
+def significant_digits(number: str) -> int:
+    "Significant digits of a printed decimal mantissa `123.40` (5), `0.0050` (2)."
+    return len(number.replace(".", "").lstrip("0"))
+
+
+def long_floats(cell) -> list[str]:
+    "The floats a compared output of `cell` prints with more than `FLOAT_DIGITS` significant digits."
+    if cell.cell_type != "code" or cell.execution_count is None: return []
+    if any(line.strip() in _IGNORED for line in cell.source.splitlines()): return []
+    found = []
+    for o in cell.get("outputs", []):
+        text = o.get("text") or o.get("data", {}).get("text/plain", "")
+        if isinstance(text, list): text = "".join(text)
+        found += [m.group(0) for m in _FLOAT.finditer(text) if significant_digits(m.group(1)) > FLOAT_DIGITS]
+    return found
+
+
 def check(paths, budget: bool = True):
     bad, total = 0, 0
     for p in paths:
@@ -156,6 +186,10 @@ def check(paths, budget: bool = True):
                 print(f"{p}: cell {i} has outputs but no execution count"); bad += 1
             if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.outputs):
                 print(f"{p}: cell {i} stored an error"); bad += 1
+            if floats := long_floats(c):
+                print(f"{p}: cell {i} prints {', '.join(floats[:4])}{' ...' if len(floats) > 4 else ''}: more than "
+                      f"{FLOAT_DIGITS} significant digits in a compared output (round, or test_close and ignore the output)")
+                bad += 1
             if is_real_data(c) and c.outputs:
                 print(f"{p}: cell {i} is marked {REAL_DATA} but stored outputs (run it with tools/nb.py run)"); bad += 1
         if budget and size > NOTEBOOK_BUDGET:

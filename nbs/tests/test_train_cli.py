@@ -8,6 +8,9 @@ import time
 import pytest
 import torch
 
+import numpy as np
+from PIL import Image
+
 from contextrast.checkpoint import read_checkpoint
 from contextrast.cli import eval_main, train_main
 
@@ -92,8 +95,9 @@ def test_a_signal_stops_the_run_with_a_checkpoint(tmp_path, signum, group, capsy
     if group: os.killpg(proc.pid, signum)
     else: proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 128 + signum, stderr              # 130 for SIGINT, 143 for SIGTERM: a scheduler requeues it
     assert "Traceback" not in stderr and f"stopped by {signum.name}" in stderr, stderr
+    assert f"continue with --resume {out / 'last.pt'}" in stderr, stderr
     ckpt = read_checkpoint(out / "last.pt")
     stopped = ckpt["iteration"]
     assert stopped >= 2 and ckpt["config"]["iterations"] == 100000
@@ -114,4 +118,116 @@ def test_a_non_finite_loss_names_the_iteration(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("contextrast_train: non-finite loss at iteration") and "ce " in err[-1], err
     assert not any("Traceback" in line for line in err)
-    assert train_main(args + ["--skip-nonfinite"]) == 0
+    # skipping: the steps that cannot be taken are skipped until more than --max-skipped, then the run stops
+    assert train_main(args + ["--skip-nonfinite", "--max-skipped", "3", "--overwrite"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "step skipped (1 so far, at most 3)" in "\n".join(err), err
+    assert "more than max_skipped 3; " in err[-1] and not any("Traceback" in line for line in err), err
+
+
+def _last_line(capsys, status, expected):
+    "The single stderr line of a run that ended with `status` (the stderr before it: status lines)."
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == expected, err
+    assert err and not any("Traceback" in line for line in err), err
+    return err[-1]
+
+
+def test_a_run_directory_belongs_to_one_run(checkpoint, tmp_path, capsys):
+    out = checkpoint.parent
+    before = read_checkpoint(out / "best.pt")
+    # a new run into a folder holding a finished run: refused, nothing touched
+    line = _last_line(capsys, train_main(TINY + ["--out", str(out), "--iterations", "1"]), 2)
+    assert "already holds a run (last.pt" in line and "--resume" in line and "--overwrite" in line, line
+    after = read_checkpoint(out / "best.pt")
+    assert after["iteration"] == before["iteration"] and all(torch.equal(v, after["model"][k]) for k, v in before["model"].items())
+    # two runs at once: the second refuses at once, naming the first's process
+    busy = tmp_path / "busy"
+    proc = _run_until_training(busy)
+    line = _last_line(capsys, train_main(TINY + ["--out", str(busy)]), 2)
+    assert f"is in use by process {proc.pid} on" in line, line
+    # the first is killed (no clean-up): its lock is taken over by the next run
+    proc.kill(); proc.communicate()
+    assert train_main(TINY + ["--out", str(busy), "--iterations", "1"]) == 0
+    assert f"took over the run directory {busy} from process {proc.pid}" in capsys.readouterr().err
+    # --overwrite replaces a run: its files go, the new run's come
+    assert train_main(TINY + ["--out", str(busy), "--iterations", "1", "--overwrite"]) == 0
+    assert read_checkpoint(busy / "last.pt")["config"]["iterations"] == 1
+
+
+def test_a_resume_cannot_change_the_run(checkpoint, capsys):
+    done = read_checkpoint(checkpoint)["iteration"]
+    line = _last_line(capsys, train_main(["--resume", str(checkpoint), "--loss", "ce"]), 2)
+    assert "trained with the contextrast loss" in line and "cannot change its loss to ce" in line, line
+    line = _last_line(capsys, train_main(["--resume", str(checkpoint), "--iterations", str(done - 1)]), 2)
+    assert f"has trained {done} iterations; --iterations {done - 1} asks for fewer" in line, line
+    assert read_checkpoint(checkpoint)["iteration"] == done
+    # every loss build_loss accepts is offered, also those registered on first use
+    line = _last_line(capsys, train_main(["--loss", "infonce"]), 2)
+    assert "contextrast_pp" in line and "region_contrast" in line and "ce, " in line, line
+
+
+def test_fp16_on_a_cpu_is_named(tmp_path, capsys):
+    assert train_main(TINY + ["--iterations", "1", "--amp", "fp16", "--out", str(tmp_path / "fp16")]) == 0
+    assert "warning: fp16 autocast on a CPU is slow" in capsys.readouterr().err
+
+
+def _camvid(root, size=(36, 48)):
+    "A four-image CamVid in the SegNet layout (two training, two validation images)."
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for k in range(2):
+            (root / split).mkdir(parents=True, exist_ok=True); (root / f"{split}annot").mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / split / f"{k}.png")
+            Image.fromarray(rng.integers(0, 12, size, dtype=np.uint8)).save(root / f"{split}annot" / f"{k}.png")
+    return root
+
+
+CAMVID = ["--dataset", "camvid", "--preset", "cpu", "--iterations", "2", "--batch", "2", "--crop", "32", "--embed-dim", "8",
+          "--max-samples", "32", "--val-interval", "0", "--no-progress", "--workers", "0"]
+
+
+def test_bad_files_are_one_line_each(tmp_path, capsys):
+    root = _camvid(tmp_path / "camvid")
+    run = lambda name, *extra: train_main(CAMVID + ["--root", str(root), "--out", str(tmp_path / name), *extra])
+    assert run("good") == 0
+    capsys.readouterr()
+    # a label value outside the classes, met in a data-loading worker during validation: one line, the training kept
+    Image.fromarray(np.full((36, 48), 40, np.uint8)).save(root / "valannot" / "1.png")
+    line = _last_line(capsys, run("labels", "--workers", "1"), 2)
+    assert line.startswith(f"contextrast_train: error: {root / 'valannot' / '1.png'}: ") and "[40]" in line, line
+    assert read_checkpoint(tmp_path / "labels" / "last.pt")["iteration"] == 2
+    # a truncated training image
+    data = (root / "train" / "0.png").read_bytes()
+    (root / "train" / "0.png").write_bytes(data[: len(data) // 2])
+    line = _last_line(capsys, run("truncated"), 2)
+    assert f"cannot decode image {root / 'train' / '0.png'}" in line, line
+    # an image and its labels of different sizes: found from the headers before anything is built
+    Image.fromarray(np.zeros((36, 40), np.uint8)).save(root / "trainannot" / "1.png")
+    line = _last_line(capsys, run("sizes"), 2)
+    assert f"image {root / 'train' / '1.png'} is (36, 48) but its labels" in line and "--check-data" in line, line
+    assert not (tmp_path / "sizes").exists()
+    # --check-data reads every file once and lists every problem
+    assert run("check", "--check-data") == 2
+    captured = capsys.readouterr()
+    found = captured.out.strip().splitlines()
+    assert len(found) == 3 and "0.png" in found[0] and "is (36, 48) but its labels" in found[1] and "[40]" in found[2], found
+    assert "camvid train: 2 image(s), 2 with a problem" in captured.err and "camvid val: 2 image(s), 1 with a problem" in captured.err
+
+
+def test_machine_failures_are_one_line(tmp_path, capsys, monkeypatch):
+    # a full disk while writing a checkpoint, as torch.save reports it: exit 1, the path and the free space named
+    def full(obj, f): raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3 vs 0")
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full)
+        line = _last_line(capsys, train_main(TINY + ["--out", str(tmp_path / "full")]), 1)
+    assert line.startswith(f"contextrast_train: cannot write checkpoint {tmp_path / 'full' / 'last.pt'}: ") and "MiB free on" in line, line
+    # a run directory that refuses writes (emulated: the tests may run as root, whom permissions do not stop)
+    real_open = os.open
+    def refuse(path, *a, **k):
+        if str(path).endswith("run.lock"): raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+    with monkeypatch.context() as m:
+        m.setattr(os, "open", refuse)
+        line = _last_line(capsys, train_main(TINY + ["--out", str(tmp_path / "readonly")]), 2)
+    assert line == f"contextrast_train: error: run directory {tmp_path / 'readonly'} is not usable: Permission denied", line
