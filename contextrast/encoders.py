@@ -8,19 +8,28 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import timm
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 _logger = logging.getLogger(__name__)
+
+
+def _timm():
+    "timm, imported when first needed (its progress bars warn in a notebook kernel without widgets: silenced)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import timm
+    return timm
 
 # %% auto #0
 __all__ = ['STAGE_STRIDES', 'DATA_MEAN', 'DATA_STD', 'PRETRAINED_WHEELS', 'WHEEL_NORMALISATION', 'timm_encoder_name',
            'TimmEncoder', 'wheel_weights', 'read_state_dict', 'map_by_order', 'PretrainedKeys', 'load_backbone',
-           'timm_weights_report', 'cpu_latency']
+           'timm_weights_report', 'count_macs', 'cpu_latency']
 
 # %% ../nbs/08a_encoders.ipynb #968de110
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -31,7 +40,7 @@ def timm_encoder_name(model: str) -> str | None:
     "The timm network of model name `fpn_<timm name>`, or None when `model` is not such a name."
     if not isinstance(model, str) or not model.startswith("fpn_"): return None
     name = model[len("fpn_"):]
-    return name if timm.is_model(name) else None
+    return name if _timm().is_model(name) else None
 
 
 class TimmEncoder(nn.Module):
@@ -39,9 +48,9 @@ class TimmEncoder(nn.Module):
     `stage_channels` are read from timm's `feature_info`; `pretrained=True` lets timm fetch its weights."""
     def __init__(self, name: str, pretrained: bool = False):
         super().__init__()
-        if not timm.is_model(name): raise ValueError(f"timm has no model {name!r}")
+        if not _timm().is_model(name): raise ValueError(f"timm has no model {name!r}")
         with torch.device("meta"):
-            try: info = timm.create_model(name, features_only=True).feature_info
+            try: info = _timm().create_model(name, features_only=True).feature_info
             except (RuntimeError, AttributeError, TypeError, AssertionError) as err:
                 raise ValueError(f"timm's {name} gives no feature maps (features_only: {err})") from None
         strides = list(info.reduction())
@@ -50,7 +59,7 @@ class TimmEncoder(nn.Module):
         indices = [max(i for i, s in enumerate(strides) if s == stride) for stride in STAGE_STRIDES]
         out_indices = [info.out_indices[i] for i in indices]
         self.name = name
-        self.body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices)
+        self.body = _timm().create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices)
         self.stage_channels = tuple(self.body.feature_info.channels())
         self.stage_strides = tuple(self.body.feature_info.reduction())
         assert self.stage_strides == STAGE_STRIDES, (name, self.stage_strides)
@@ -105,11 +114,11 @@ def read_state_dict(path) -> dict:
 
 def map_by_order(state: dict, target: dict, source: str = "the file") -> dict:
     "`state`'s tensors renamed to `target`'s names, pairing them in order; raise naming the first shape mismatch."
-    if len(state) != len(target):
-        raise ValueError(f"{source} holds {len(state)} tensors, the network {len(target)}: they cannot be paired in order")
     for i, ((k, v), (t, w)) in enumerate(zip(state.items(), target.items())):
         if tuple(v.shape) != tuple(w.shape):
             raise ValueError(f"{source}: tensor {i} {k} {tuple(v.shape)} does not fit {t} {tuple(w.shape)}")
+    if len(state) != len(target):
+        raise ValueError(f"{source} holds {len(state)} tensors, the network {len(target)}: they cannot be paired in order")
     return dict(zip(target, state.values()))
 
 # %% ../nbs/08a_encoders.ipynb #cede7bb7
@@ -143,7 +152,7 @@ def load_backbone(net: nn.Module, path: str | Path) -> PretrainedKeys:
             raise ValueError(f"--pretrained {path} holds timm {arch} weights; {type(net).__name__} has no timm encoder "
                              f"(use --model fpn_{arch})")
         file = wheel_weights(path)
-        with torch.device("meta"): whole = timm.create_model(net.backbone.name).state_dict()
+        with torch.device("meta"): whole = _timm().create_model(net.backbone.name).state_dict()
         state = map_by_order(read_state_dict(file), whole, f"{path} ({file.name}) into timm's {net.backbone.name}")
         net.backbone.expect_normalisation(*WHEEL_NORMALISATION)
         source = f"{path} (wheel file {file})"
@@ -169,7 +178,17 @@ def timm_weights_report(encoder: TimmEncoder) -> PretrainedKeys:
     tag = cfg.get("hf_hub_id") or cfg.get("url") or encoder.name
     return PretrainedKeys([], [], [], source=f"timm ({tag})", loaded=len(encoder.body.state_dict()))
 
-# %% ../nbs/08a_encoders.ipynb #b2925ff5
+# %% ../nbs/08a_encoders.ipynb #e6b50b51
+def count_macs(net: nn.Module, size=(360, 480)) -> int:
+    "Multiply-adds of one eval forward on `[1, 3, H, W]` (convolutions and matrix products); build `net` on the meta device to count for free."
+    device = next(net.parameters()).device
+    training = net.training
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(): net.eval()(torch.zeros(1, 3, *size, device=device))
+    net.train(training)
+    return counter.get_total_flops() // 2
+
+
 def cpu_latency(net: nn.Module, size=(360, 480), repeats: int = 1, warmup: int = 0) -> float:
     "Median seconds of `repeats` eval, no-grad forwards of `net` on a `[1, 3, H, W]` input (after `warmup` untimed ones)."
     x = torch.randn(1, 3, *size, device=next(net.parameters()).device)

@@ -13,21 +13,20 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from .encoders import (PretrainedKeys, TimmEncoder, cpu_latency, load_backbone, timm_encoder_name,
-                                  timm_weights_report)
+from .encoders import (PretrainedKeys, TimmEncoder, count_macs, cpu_latency, load_backbone,
+                                  timm_encoder_name, timm_weights_report)
 
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['HRNET_CONFIGS', 'MODELS', 'ProjectionHead', 'dilate_', 'resnet18_trunk', 'DeepLabV3', 'deeplabv3_r101',
            'deeplabv3_r18', 'deeplabv3_r18_tiny', 'FPN', 'fpn_r18', 'fpn_timm', 'HighResolutionModule',
-           'HRNetV2Backbone', 'HRNetV2', 'hrnet_w48', 'hrnet_w18_small', 'hrnet_w18_small_v2', 'count_macs',
+           'HRNetV2Backbone', 'HRNetV2', 'hrnet_w48', 'hrnet_w18_small', 'hrnet_w18_small_v2',
            'object_region_representations', 'ObjectAttentionBlock', 'SpatialOCR', 'OCRNet', 'ocrnet_w48',
            'ContextrastModel', 'ModelNames', 'list_models', 'build_network', 'build_model', 'convert_sync_batchnorm']
 
@@ -289,17 +288,7 @@ def hrnet_w48(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w48"],
 def hrnet_w18_small(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w18_small_v1"], num_classes)
 def hrnet_w18_small_v2(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w18_small_v2"], num_classes)
 
-# %% ../nbs/08_models.ipynb #dafdca08
-def count_macs(net: nn.Module, size=(360, 480)) -> int:
-    "Multiply-adds of one eval forward on `[1, 3, H, W]` (convolutions and matrix products); build `net` on the meta device to count for free."
-    device = next(net.parameters()).device
-    training = net.training
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad(): net.eval()(torch.zeros(1, 3, *size, device=device))
-    net.train(training)
-    return counter.get_total_flops() // 2
-
-# %% ../nbs/08_models.ipynb #a15197f8
+# %% ../nbs/08_models.ipynb #01463a1f
 def object_region_representations(x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     "f_k = Σ_i softmax_i(m_ki) x_i: `x: [B, C, h, w]`, `regions: [B, K, h, w]` → `[B, C, K, 1]`."
     weights = regions.flatten(2).softmax(dim=2)
@@ -376,7 +365,7 @@ class OCRNet(nn.Module):
 
 def ocrnet_w48(num_classes: int) -> OCRNet: return OCRNet(HRNET_CONFIGS["w48"], num_classes)
 
-# %% ../nbs/08_models.ipynb #71651806
+# %% ../nbs/08_models.ipynb #8495a3b3
 class ContextrastModel(nn.Module):
     "A segmentation `net` plus training-only projection heads on its four encoder stages (embeddings at each stage's own size)."
     def __init__(self, net: nn.Module, embed_dim: int = 256):
@@ -410,6 +399,7 @@ class ContextrastModel(nn.Module):
 class ModelNames(dict):
     "Name → builder; besides its keys it holds every `fpn_<timm name>` (`fpn_timm` on that encoder)."
     def __contains__(self, name) -> bool: return super().__contains__(name) or timm_encoder_name(name) is not None
+    def __iter__(self): return iter(sorted(super().__iter__()))
 
     def __missing__(self, name):
         encoder = timm_encoder_name(name)
@@ -453,7 +443,7 @@ def build_model(name: str, num_classes: int, pretrained: str | Path | None = Non
     model.pretrained_keys = net.pretrained_keys
     return model
 
-# %% ../nbs/08_models.ipynb #bfd1388e
+# %% ../nbs/08_models.ipynb #bec58c9b
 def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
     "Every BatchNorm of `model` (heads included) as a SyncBatchNorm with the same parameters and statistics, for DDP."
     return nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)

@@ -5,6 +5,7 @@
 # %% ../nbs/16_trainer.ipynb #5315a147
 from __future__ import annotations
 
+import json
 import math
 import signal
 import threading
@@ -275,6 +276,8 @@ class Trainer:
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / "config.json")
+            weights = getattr(self.model, "pretrained_keys", None)   # what --pretrained loaded (notebook 08a)
+            if weights is not None: (self.run_dir / "pretrained.json").write_text(json.dumps(weights._asdict(), indent=1) + "\n")
         if self.iteration == 0 and not self._rng_restored: seed_everything(cfg.seed + self.rank)
         self._stop_signal, self._stopping = None, False
         stream = TrainStream(len(self.train_set), self.local_batch, cfg.seed, self.rank, self.world, start=self.iteration)
