@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .data import IMAGENET_MEAN, IMAGENET_STD
+
 _logger = logging.getLogger(__name__)
 
 
@@ -33,7 +35,7 @@ __all__ = ['STAGE_STRIDES', 'DATA_MEAN', 'DATA_STD', 'PRETRAINED_WHEELS', 'WHEEL
 
 # %% ../nbs/08a_encoders.ipynb #968de110
 STAGE_STRIDES = (4, 8, 16, 32)
-DATA_MEAN, DATA_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # the datasets' normalisation (notebook 09)
+DATA_MEAN, DATA_STD = IMAGENET_MEAN, IMAGENET_STD        # how every dataset of the project normalises (notebook 09)
 
 
 def timm_encoder_name(model: str) -> str | None:
