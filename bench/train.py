@@ -68,7 +68,7 @@ def throughput(args):
             for loss, t in trainers.items():
                 start = time.perf_counter()
                 for images, labels in batches: t.train_step(images, labels)
-                rates[loss].append(args.steps * args.batch / (time.perf_counter() - start))
+                rates[loss].append(args.steps * t.cfg.batch_size / (time.perf_counter() - start))
     return {loss: statistics.median(r) for loss, r in rates.items()}, rates
 
 
