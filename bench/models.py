@@ -22,7 +22,7 @@ import torch
 from contextrast.loss import ContextrastLoss, SegCELoss
 from contextrast.models import build_model, build_network, count_macs, list_models
 
-CPU_MODELS = ["deeplabv3_r18", "deeplabv3_r18_tiny", "fpn_r18", "hrnet_w18_small", "hrnet_w18_small_v2"]
+CPU_MODELS = ["deeplabv3_r18", "deeplabv3_r18_tiny", "fpn_r18", "fpn_efficientnet_lite0", "hrnet_w18_small", "hrnet_w18_small_v2"]
 
 
 def n_params(m): return sum(p.numel() for p in m.parameters())

@@ -1,6 +1,11 @@
 """Training throughput and peak memory: cross-entropy against the Contextrast loss, same network and batch.
 
     python bench/train.py [--rounds 5] [--steps 5] [--threads 1] [--batch 8] [--crop 64] [--model deeplabv3_r18_tiny]
+    python bench/train.py --study camvid_pretrained [--rounds 3] [--steps 3] [--batch B] [--crop H W]
+
+`--study NAME` times the study's own `ce` and `contextrast` arms (seed 0) at its setting: its network and
+ImageNet weights, crop, batch, mixed precision and dataset (which must be on disk), `--batch` and `--crop`
+overriding the study's when given (a tiny setting for a quick check).
 
 Throughput: one process builds two trainers with the same initial weights (the `cpu` preset, losses
 `ce` and `contextrast`) and times full training steps (`Trainer.train_step`: forward, loss, backward,
@@ -25,12 +30,23 @@ import time
 import torch
 
 
-def _trainer(loss, args, out):
+def _config(loss, args, out):
+    "The benchmarked config: the `cpu` preset on ToyScenes, or the arm `loss` of `--study` (seed 0)."
+    from dataclasses import replace
     from contextrast.config import Config
+    crop = None if args.crop is None else tuple(args.crop * 2 if len(args.crop) == 1 else args.crop)
+    if args.study is None:
+        return Config(loss=loss, model=args.model or "deeplabv3_r18_tiny", batch_size=args.batch or 8,
+                      crop_size=crop or (64, 64), threads=args.threads, workers=0, device="cpu", out_dir=out)
+    from contextrast.experiments import STUDIES
+    cfg = replace(STUDIES[args.study].config(loss, 0), threads=args.threads, workers=0, device="cpu", out_dir=out)
+    if args.model: cfg = replace(cfg, model=args.model)
+    return replace(cfg, batch_size=args.batch or cfg.batch_size, crop_size=crop or cfg.crop_size)
+
+
+def _trainer(loss, args, out):
     from contextrast.trainer import Trainer
-    cfg = Config(loss=loss, model=args.model, batch_size=args.batch, crop_size=(args.crop, args.crop),
-                 threads=args.threads, workers=0, device="cpu", out_dir=out)
-    return Trainer(cfg, verbose=False)
+    return Trainer(_config(loss, args, out), verbose=False)
 
 
 def _batches(trainer, n):
@@ -52,7 +68,7 @@ def throughput(args):
             for loss, t in trainers.items():
                 start = time.perf_counter()
                 for images, labels in batches: t.train_step(images, labels)
-                rates[loss].append(args.steps * args.batch / (time.perf_counter() - start))
+                rates[loss].append(args.steps * t.cfg.batch_size / (time.perf_counter() - start))
     return {loss: statistics.median(r) for loss, r in rates.items()}, rates
 
 
@@ -77,8 +93,9 @@ def memory_child(loss, args):
 def memory(args):
     out = {}
     for loss in ("ce", "contextrast"):
-        cmd = [sys.executable, __file__, "--memory-child", loss] + [f"--{k}={v}" for k, v in
-               dict(steps=args.steps, threads=args.threads, batch=args.batch, crop=args.crop, model=args.model).items()]
+        given = dict(steps=args.steps, threads=args.threads, batch=args.batch, model=args.model, study=args.study)
+        cmd = [sys.executable, __file__, "--memory-child", loss] + [f"--{k}={v}" for k, v in given.items() if v is not None]
+        if args.crop is not None: cmd += ["--crop", *map(str, args.crop)]
         out[loss] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     return out
 
@@ -88,17 +105,21 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=64)
-    p.add_argument("--model", default="deeplabv3_r18_tiny")
+    p.add_argument("--batch", type=int, help="default 8, or the study's")
+    p.add_argument("--crop", type=int, nargs="+", help="H [W]; default 64, or the study's")
+    p.add_argument("--model", help="default deeplabv3_r18_tiny, or the study's")
+    p.add_argument("--study", help="time this study's ce and contextrast arms at its setting")
     p.add_argument("--memory-child", dest="memory_child")
     args = p.parse_args()
     if args.memory_child:
         return memory_child(args.memory_child, args)
     rate, rounds = throughput(args)
     mem = memory(args)
-    print(f"{args.model}, batch {args.batch} of {args.crop}x{args.crop} ToyScenes crops, {args.threads} thread(s), "
-          f"torch {torch.__version__}; {args.rounds} interleaved rounds of {args.steps} steps")
+    cfg = _config("ce", args, "")
+    print(f"{cfg.model}{f' from {cfg.pretrained}' if cfg.pretrained else ''}, batch {cfg.batch_size} of "
+          f"{cfg.crop_size[0]}x{cfg.crop_size[1]} {cfg.dataset} crops, amp {cfg.amp}, {args.threads} thread(s)"
+          f"{f', study {args.study}' if args.study else ''}, torch {torch.__version__}; {args.rounds} interleaved rounds "
+          f"of {args.steps} steps")
     print("| loss | images/s (median) | per round | resident before steps (MiB) | peak during steps (MiB) | "
           "step peak − before (MiB) | process ru_maxrss (MiB) |")
     print("|---|---|---|---|---|---|---|")
@@ -107,7 +128,8 @@ def main():
         print(f"| {loss} | {rate[loss]:.1f} | {', '.join(f'{r:.1f}' for r in rounds[loss])} | {m['before']:.0f} | "
               f"{m['peak']:.0f} | {m['peak'] - m['before']:.0f} | {m['maxrss']:.0f} |")
     print(f"contextrast / ce images/s: {rate['contextrast'] / rate['ce']:.2f} "
-          f"(ce {rate['ce'] / rate['contextrast']:.2f}x faster)")
+          f"(ce {rate['ce'] / rate['contextrast']:.2f}x faster); contextrast / ce step peak − before: "
+          f"{(mem['contextrast']['peak'] - mem['contextrast']['before']) / max(mem['ce']['peak'] - mem['ce']['before'], 1e-9):.2f}")
 
 
 if __name__ == "__main__":

@@ -184,6 +184,7 @@ def train_main(argv=None) -> int:
         print(f"{cfg.model} trained with the {cfg.loss} loss on {cfg.dataset}: {cfg.iterations} iterations, "
               f"batch {cfg.batch_size}, crop {cfg.crop_size[0]}x{cfg.crop_size[1]}, seed {cfg.seed}"
               + (f", {result['skipped']} step(s) skipped (non-finite loss)" if result["skipped"] else ""))
+        if getattr(trainer.model, "pretrained_keys", None) is not None: print(trainer.model.pretrained_keys.describe())
         print(f"validation ({len(trainer.val_set)} images, whole image, single scale), final weights:\n")
         print(metrics_table(result["final"], trainer.classes))
         print(f"\nbest validation mIoU {100 * result['best']['miou']:.2f}% at iteration {result['best']['iteration']}; "
@@ -200,7 +201,7 @@ def eval_parser() -> argparse.ArgumentParser:
     a("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's")
     a("--root", help="dataset folder (default: the checkpoint's, else data/<dataset>)")
     a("--split", default="val", help="split to evaluate (val)")
-    a("--model", choices=sorted(MODELS), help="the network the checkpoint must hold")
+    a("--model", choices=MODELS, help="the network the checkpoint must hold (or fpn_<timm name>)")
     a("--scales", type=float, nargs="+", help="test scales (default: the checkpoint's recipe)")
     a("--multi-scale", dest="multi_scale", action="store_true", help="the paper's scales 0.75 … 2.0 with flip")
     a("--flip", action=argparse.BooleanOptionalAction, default=None, help="average with the flipped image")

@@ -137,7 +137,7 @@ class Config:
         def need(ok, msg):
             if not ok: raise ValueError(msg)
         need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose from {sorted(DATASETS)}")
-        need(self.model in MODELS, f"unknown model {self.model!r}; choose from {sorted(MODELS)}")
+        need(self.model in MODELS, f"unknown model {self.model!r}; choose from {sorted(MODELS)} or fpn_<timm name>")
         need(self.sampling in SAMPLING, f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
         need(self.fusion is None or self.fusion in FUSION_MODES, f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
         need(self.layer_weights is None or len(self.layer_weights) >= 1, "layer_weights needs one weight per layer")
@@ -223,7 +223,7 @@ def loss_settings(cfg: Config) -> dict:
 FIELD_HELP = {
     "dataset": "dataset name (default toy)", "root": "dataset folder (default: data/<dataset> or ../shared/data/<dataset>)",
     "crop_size": "training crop: H W, or one size for a square", "scale": "random scaling range of training images",
-    "model": "network", "pretrained": "local ImageNet weights of the backbone", "embed_dim": "projection size D",
+    "model": "network", "pretrained": "ImageNet weights of the backbone: a state-dict file, efficientnet_lite0/1/2 (installed wheels) or timm", "embed_dim": "projection size D",
     "loss": "ce, contextrast, contextrast_pp (the follow-up's), or a peer's (contrastiveseg, region_contrast, multiscale_contrast)",
     "loss_weight": "λ of Eq. 5 (0.1)", "layer_weights": "λ_l shallow to deep (default: the loss's own)",
     "alpha": "α: fusion weight of a layer's own anchors (0.3)", "beta": "β: fusion weight of the deepest anchors (0.7)",
@@ -258,7 +258,7 @@ NEGATIVE_ALIASES = {"random_fill": "--no-fill"}
 CONSTANT_ALIASES = {"fusion": ("--no-fusion", "none")}
 # tuple fields whose default is None, and the type of their numbers
 TUPLE_FIELDS = {"layer_weights": float}
-FIELD_CHOICES = {"dataset": sorted(DATASETS), "model": sorted(MODELS), "amp": list(AMP_MODES),
+FIELD_CHOICES = {"dataset": sorted(DATASETS), "model": MODELS, "amp": list(AMP_MODES),
                  "eval_mode": list(EVAL_MODES), "sampling": list(SAMPLING), "fusion": list(FUSION_MODES)}
 
 

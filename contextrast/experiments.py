@@ -84,7 +84,7 @@ BOOKKEEPING = ("out_dir", "workers", "threads", "device", "log_interval", "check
                "cudnn_benchmark", "tf32")        # the last two act on CUDA only
 MEASURED_MODULES = ("anchors", "fusion", "infonce", "error_maps", "distance", "bane", "loss", "baselines", "models",
                     "data", "toys", "core", "metrics", "evaluate", "config", "checkpoint", "distributed", "trainer",
-                    "adaptive_fusion", "anchor_memory", "contextrast_pp")
+                    "adaptive_fusion", "anchor_memory", "contextrast_pp", "encoders")
 # fields whose default became the loss's own (None), and what earlier keys hold for a loss that does not take them
 KEYED_AS_BEFORE = {"layer_weights": (1.0, 0.7, 0.4, 0.1), "fusion": True}
 # fields added after runs were keyed: keyed only for losses that take them
@@ -871,6 +871,23 @@ add_study(Study(
     preset="camvid_cpu", arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast"),
                                "contextrast_pp": dict(loss="contextrast_pp")},
     seeds=(0, 1, 2), reference="ce", smoke=STUDIES["camvid_cpu"].smoke))
+
+# %% ../nbs/20_experiments.ipynb #c7a1e0b2
+# Where users start (notebook 26): fpn_efficientnet_lite0 from the ImageNet weights of its PyPI wheel, the camvid_cpu
+# setting otherwise; lr and budget from cross-entropy's calibration, chosen to bring it to 60 % val mIoU.
+# On pretrained features λ·L_PA is about three times the cross-entropy at the end of training (L_PA ≈ 11.8 against
+# ≈ 5 from scratch), so `lambda_003` scales λ by 0.3 (0.1 → 0.03) to give the two terms about the weight they have
+# from scratch: it asks whether the contrastive term helps a pretrained encoder once it no longer dominates the gradient.
+add_study(Study(
+    "camvid_pretrained", description="CE, Contextrast, Contextrast++ and two peers on real CamVid from ImageNet weights: "
+                                     "FPN-EfficientNet-Lite0, 2 000 iterations, lr 0.01, all 101 val images",
+    preset="camvid_cpu", base=dict(model="fpn_efficientnet_lite0", pretrained="efficientnet_lite0", iterations=2_000, lr=0.01),
+    arms={"ce": dict(loss="ce"), "contextrast": dict(loss="contextrast"),
+          "multiscale_contrast": dict(loss="multiscale_contrast"), "contrastiveseg": dict(loss="contrastiveseg"),
+          "contextrast_pp": dict(loss="contextrast_pp"),
+          "layer_weights": dict(loss="contextrast", layer_weights=(0.1, 0.3, 0.7, 1.0)),
+          "lambda_003": dict(loss="contextrast", loss_weight=0.03)},
+    seeds=(0, 1, 2, 3, 4), reference="ce", smoke=STUDIES["camvid_cpu"].smoke))
 
 # %% ../nbs/20_experiments.ipynb #8b73c53c
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.experiments":

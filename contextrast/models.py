@@ -6,29 +6,29 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from .encoders import (PretrainedKeys, TimmEncoder, count_macs, cpu_latency, load_backbone,
+                                  timm_encoder_name, timm_weights_report)
+
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['HRNET_CONFIGS', 'MODELS', 'ProjectionHead', 'dilate_', 'resnet18_trunk', 'DeepLabV3', 'deeplabv3_r101',
-           'deeplabv3_r18', 'deeplabv3_r18_tiny', 'FPN', 'fpn_r18', 'HighResolutionModule', 'HRNetV2Backbone',
-           'HRNetV2', 'hrnet_w48', 'hrnet_w18_small', 'hrnet_w18_small_v2', 'count_macs',
+           'deeplabv3_r18', 'deeplabv3_r18_tiny', 'FPN', 'fpn_r18', 'fpn_timm', 'HighResolutionModule',
+           'HRNetV2Backbone', 'HRNetV2', 'hrnet_w48', 'hrnet_w18_small', 'hrnet_w18_small_v2',
            'object_region_representations', 'ObjectAttentionBlock', 'SpatialOCR', 'OCRNet', 'ocrnet_w48',
-           'ContextrastModel', 'list_models', 'build_network', 'build_model', 'PretrainedKeys', 'load_backbone',
-           'convert_sync_batchnorm', 'cpu_latency']
+           'ContextrastModel', 'ModelNames', 'list_models', 'build_network', 'build_model', 'convert_sync_batchnorm']
 
 # %% ../nbs/08_models.ipynb #56d0c7ec
 class ProjectionHead(nn.Sequential):
@@ -120,13 +120,15 @@ def deeplabv3_r18_tiny(num_classes: int) -> DeepLabV3:
 
 # %% ../nbs/08_models.ipynb #af405728
 class FPN(nn.Module):
-    "Semantic FPN on an undilated ResNet `trunk` (output stride 32): top-down pyramid of width `width`, summed at stride 4."
+    """Semantic FPN on an undilated ResNet `trunk` (its `layer1..4`; or any module giving the four stage maps, as
+    `TimmEncoder` of notebook 08a), output stride 32: top-down pyramid of width `width`, summed at stride 4."""
     output_stride, stage_strides, aux_weight = 4, (4, 8, 16, 32), 0.0
 
     def __init__(self, trunk: nn.Module, stage_channels, num_classes: int, width: int = 128, channels_last: bool = True):
         super().__init__()
         self.stage_channels, self.channels_last = tuple(stage_channels), channels_last
-        self.backbone = IntermediateLayerGetter(trunk, {f"layer{i}": f"layer{i}" for i in range(1, 5)})
+        self.backbone = (IntermediateLayerGetter(trunk, {f"layer{i}": f"layer{i}" for i in range(1, 5)})
+                         if hasattr(trunk, "layer4") else trunk)
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in self.stage_channels)
         self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False),
                                                   nn.BatchNorm2d(width), nn.ReLU()) for _ in self.stage_channels)
@@ -138,7 +140,8 @@ class FPN(nn.Module):
         """`x: [B, 3, H, W]` → `{'logits': [B, K, H/4, W/4], 'features': [layer1..layer4 outputs at /4, /8, /16, /32],
         'representation', 'decoder': the summed pyramid at /4 that the classifier reads}`."""
         if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-        features = list(self.backbone(x).values())
+        features = self.backbone(x)
+        features = list(features.values() if isinstance(features, dict) else features)
         p = self.lateral[-1](features[-1])
         pyramid = [p]
         for f, lateral in zip(features[-2::-1], list(self.lateral)[-2::-1]):
@@ -157,6 +160,12 @@ class FPN(nn.Module):
 def fpn_r18(num_classes: int) -> FPN:
     "Semantic FPN (width 128) on the full-width, undilated ResNet-18 (64-128-256-512 channels): the CPU model for real data."
     return FPN(resnet18_trunk(64), (64, 128, 256, 512), num_classes)
+
+
+def fpn_timm(encoder: str, num_classes: int, pretrained: bool = False) -> FPN:
+    "`fpn_r18`'s FPN (width 128) on timm's CNN `encoder`, its four stages read from `feature_info` (notebook 08a)."
+    body = TimmEncoder(encoder, pretrained)
+    return FPN(body, body.stage_channels, num_classes)
 
 # %% ../nbs/08_models.ipynb #fd333288
 HRNET_CONFIGS = {  # per stage: (modules, blocks per branch, channels per branch); stage 1 is Bottleneck
@@ -279,17 +288,7 @@ def hrnet_w48(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w48"],
 def hrnet_w18_small(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w18_small_v1"], num_classes)
 def hrnet_w18_small_v2(num_classes: int) -> HRNetV2: return HRNetV2(HRNET_CONFIGS["w18_small_v2"], num_classes)
 
-# %% ../nbs/08_models.ipynb #dafdca08
-def count_macs(net: nn.Module, size=(360, 480)) -> int:
-    "Multiply-adds of one eval forward on `[1, 3, H, W]` (convolutions and matrix products); build `net` on the meta device to count for free."
-    device = next(net.parameters()).device
-    training = net.training
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad(): net.eval()(torch.zeros(1, 3, *size, device=device))
-    net.train(training)
-    return counter.get_total_flops() // 2
-
-# %% ../nbs/08_models.ipynb #a15197f8
+# %% ../nbs/08_models.ipynb #01463a1f
 def object_region_representations(x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     "f_k = Σ_i softmax_i(m_ki) x_i: `x: [B, C, h, w]`, `regions: [B, K, h, w]` → `[B, C, K, 1]`."
     weights = regions.flatten(2).softmax(dim=2)
@@ -366,7 +365,7 @@ class OCRNet(nn.Module):
 
 def ocrnet_w48(num_classes: int) -> OCRNet: return OCRNet(HRNET_CONFIGS["w48"], num_classes)
 
-# %% ../nbs/08_models.ipynb #71651806
+# %% ../nbs/08_models.ipynb #8495a3b3
 class ContextrastModel(nn.Module):
     "A segmentation `net` plus training-only projection heads on its four encoder stages (embeddings at each stage's own size)."
     def __init__(self, net: nn.Module, embed_dim: int = 256):
@@ -397,21 +396,40 @@ class ContextrastModel(nn.Module):
         return self.net
 
 
-MODELS = {"deeplabv3_r101": deeplabv3_r101, "hrnet_w48": hrnet_w48, "ocrnet_w48": ocrnet_w48,
-          "deeplabv3_r18": deeplabv3_r18, "deeplabv3_r18_tiny": deeplabv3_r18_tiny,
-          "hrnet_w18_small": hrnet_w18_small, "hrnet_w18_small_v2": hrnet_w18_small_v2, "fpn_r18": fpn_r18}
+class ModelNames(dict):
+    "Name → builder; besides its keys it holds every `fpn_<timm name>` (`fpn_timm` on that encoder)."
+    def __contains__(self, name) -> bool: return super().__contains__(name) or timm_encoder_name(name) is not None
+    def __iter__(self): return iter(sorted(super().__iter__()))
+
+    def __missing__(self, name):
+        encoder = timm_encoder_name(name)
+        if encoder is None: raise KeyError(name)
+        return partial(fpn_timm, encoder)
+
+
+MODELS = ModelNames({"deeplabv3_r101": deeplabv3_r101, "hrnet_w48": hrnet_w48, "ocrnet_w48": ocrnet_w48,
+                     "deeplabv3_r18": deeplabv3_r18, "deeplabv3_r18_tiny": deeplabv3_r18_tiny,
+                     "hrnet_w18_small": hrnet_w18_small, "hrnet_w18_small_v2": hrnet_w18_small_v2, "fpn_r18": fpn_r18,
+                     "fpn_efficientnet_lite0": partial(fpn_timm, "efficientnet_lite0")})
 
 
 def list_models() -> list:
-    "Names accepted by `build_model`."
+    "Names accepted by `build_model` (and any `fpn_<timm name>`)."
     return list(MODELS)
 
 
 def build_network(name: str, num_classes: int, pretrained: str | Path | None = None) -> nn.Module:
-    "The plain network `name` (no Contextrast part); `pretrained`: a local ImageNet state dict for its backbone."
-    if name not in MODELS: raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    """The plain network `name` (no Contextrast part); `pretrained`: ImageNet weights for its backbone, a state-dict
+    file, an installed wheel's name (`efficientnet_lite0`) or `timm` (timm fetches its own; notebook 08a)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}, or fpn_<timm name>")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if pretrained == "timm":
+        if timm_encoder_name(name) is None: raise ValueError(f"--pretrained timm needs a timm encoder (fpn_<timm name>), not {name}")
+        net = fpn_timm(timm_encoder_name(name), num_classes, pretrained=True)
+        net.pretrained_keys = timm_weights_report(net.backbone)
+        return net
     net = MODELS[name](num_classes)
     net.pretrained_keys = load_backbone(net, pretrained) if pretrained is not None else None
     return net
@@ -425,47 +443,7 @@ def build_model(name: str, num_classes: int, pretrained: str | Path | None = Non
     model.pretrained_keys = net.pretrained_keys
     return model
 
-# %% ../nbs/08_models.ipynb #0f9312d1
-class PretrainedKeys(NamedTuple):
-    "What `load_backbone` did: backbone keys left at initialisation, file keys unused, file keys with another shape."
-    missing: list
-    unexpected: list
-    mismatched: list
-
-
-def load_backbone(net: nn.Module, path: str | Path) -> PretrainedKeys:
-    "Load the tensors of state-dict file `path` whose names and shapes match `net.backbone`; report the rest."
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), dict): state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = net.backbone.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ValueError(f"no tensor of {path} matches the backbone of {type(net).__name__} "
-                         f"(file keys start {list(state)[:3]}, backbone keys start {list(own)[:3]})")
-    net.backbone.load_state_dict(usable, strict=False)
-    report = PretrainedKeys(missing=sorted(set(own) - set(usable)), unexpected=sorted(set(state) - set(own)),
-                            mismatched=sorted(k for k in state if k in own and own[k].shape != state[k].shape))
-    _logger.info("loaded %d/%d backbone tensors from %s; missing %d, unexpected %d, mismatched %d", len(usable),
-                len(own), path, len(report.missing), len(report.unexpected), len(report.mismatched))
-    return report
-
-# %% ../nbs/08_models.ipynb #cfe14ce3
+# %% ../nbs/08_models.ipynb #bec58c9b
 def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
     "Every BatchNorm of `model` (heads included) as a SyncBatchNorm with the same parameters and statistics, for DDP."
     return nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
-
-# %% ../nbs/08_models.ipynb #a69cd3f5
-def cpu_latency(net: nn.Module, size=(360, 480), repeats: int = 1, warmup: int = 0) -> float:
-    "Median seconds of `repeats` eval, no-grad forwards of `net` on a `[1, 3, H, W]` input (after `warmup` untimed ones)."
-    x = torch.randn(1, 3, *size, device=next(net.parameters()).device)
-    times = []
-    with torch.no_grad():
-        net.eval()
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            net(x)
-            if x.is_cuda: torch.cuda.synchronize()
-            if i >= warmup: times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]

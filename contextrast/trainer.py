@@ -5,6 +5,7 @@
 # %% ../nbs/16_trainer.ipynb #5315a147
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sys
@@ -83,7 +84,6 @@ def _agree(code: int, device, world: int) -> int:
     t = torch.tensor([code], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
-
 
 # %% ../nbs/16_trainer.ipynb #a787e175
 class Trainer:
@@ -344,7 +344,10 @@ class Trainer:
     def _fit(self, until):
         cfg = self.cfg
         end = cfg.iterations if until is None else min(until, cfg.iterations)
-        if self.rank == 0: cfg.save(self.run_dir / "config.json")
+        if self.rank == 0:
+            cfg.save(self.run_dir / "config.json")
+            weights = getattr(self.model, "pretrained_keys", None)   # what --pretrained loaded (notebook 08a)
+            if weights is not None: (self.run_dir / "pretrained.json").write_text(json.dumps(weights._asdict(), indent=1) + "\n")
         if self.iteration == 0 and not self._rng_restored: seed_everything(cfg.seed + self.rank)
         self._stop_signal, self._stopping, self.stop_signal = None, False, None
         stream = TrainStream(len(self.train_set), self.local_batch, cfg.seed, self.rank, self.world, start=self.iteration)
