@@ -61,7 +61,10 @@ def class_anchors(e: torch.Tensor, labels: torch.Tensor, num_classes: int, ignor
     x = e.float().reshape(B, D, h * w)
     sums = x.new_zeros(B, D, num_classes + 1).scatter_add_(2, bins.expand(B, D, h * w), x)
     sums = sums.sum(0)[:, :num_classes].t()                                   # [C, D]
-    counts = torch.bincount(bins.reshape(-1), minlength=num_classes + 1)[:num_classes]
+    # counts by scatter_add_ rather than bincount, which reads its input's range back to the host
+    flat = bins.reshape(-1)
+    counts = torch.zeros(num_classes + 1, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
+    counts = counts[:num_classes]
     sums, counts = _reduce_sum(sums), _reduce_sum(counts)
     present = counts > 0
     anchors = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)

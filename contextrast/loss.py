@@ -139,7 +139,8 @@ class ContextrastLoss(nn.Module):
         errors = class_error_maps(pred, labels, self.num_classes, size=size, ignore_index=self.ignore_index,
                                   check=False)
         if self.sampling == "semi_hard": return error_maps_per_class(errors, self.num_classes)
-        return bane_negatives(errors, distance_transform(errors), self.num_classes, self.ratio, generator=generator)
+        return bane_negatives(errors, distance_transform(errors), self.num_classes, self.ratio, generator=generator,
+                              check=False)
 
     def layer_anchors(self, embeddings, ys):
         "The anchors `(â^l [C, D], present^l [C])` of every layer: Eq. 1, then Eq. 2 when `fusion` is on."
