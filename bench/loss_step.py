@@ -7,9 +7,10 @@ preset): forward, loss, backward and SGD update of the plain network under cross
 projection heads do not run), and of the network with its heads under `contextrast` and `contextrast_pp`.
 The arms alternate `--rounds` times, `--steps` steps each after one warm-up step each, on the same
 batch (labels: smooth random regions); the ratios to `ce` are taken from medians within this run.
-`--profile` prints the operators that take the most time in one Contextrast step.
+`--profile` prints the operators that take the most time in one Contextrast step. `--base COMMIT` adds
+the loss arms with the package of git commit COMMIT (the same networks): before and after in one run.
 """
-import argparse, statistics, sys, time
+import argparse, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +30,25 @@ class Plain(torch.nn.Module):
     def forward(self, x): return {"logits": self.net.forward_stages(x)["logits"], "embeddings": None}
 
 
-def arm(name):
+def base_build_loss(commit):
+    "`build_loss` of the package at git commit `commit`, imported beside this checkout's."
+    tmp = tempfile.mkdtemp()
+    subprocess.run(f"git -C {ROOT} archive {commit} contextrast | tar -x -C {tmp}", shell=True, check=True)
+    saved = {k: sys.modules.pop(k) for k in [k for k in sys.modules if k.startswith("contextrast")]}
+    sys.path.insert(0, tmp)
+    import contextrast.contextrast_pp  # noqa: F401
+    from contextrast.loss import build_loss as old
+    sys.path.remove(tmp)
+    for k in [k for k in sys.modules if k.startswith("contextrast")]: del sys.modules[k]
+    sys.modules.update(saved)
+    return old
+
+
+def arm(name, losses=None):
     torch.manual_seed(0)
-    model = Plain(build_network("fpn_r18", C)) if name == "ce" else build_model("fpn_r18", C, embed_dim=D)
-    loss = build_loss(name, C, **({"embed_dim": D} if name == "contextrast_pp" else {}))
+    kind = name.split("@")[0]
+    model = Plain(build_network("fpn_r18", C)) if kind == "ce" else build_model("fpn_r18", C, embed_dim=D)
+    loss = (losses or build_loss)("ce" if kind == "ce_heads" else kind, C, **({"embed_dim": D} if kind == "contextrast_pp" else {}))
     opt = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.01, momentum=0.9)
     return model.train(), loss, opt
 
@@ -42,14 +58,16 @@ def step(model, loss, opt, x, y):
         out = model(x)
         total = loss(out["logits"], out["embeddings"], y)["total"]
     opt.zero_grad(set_to_none=True); total.backward(); opt.step()
-    return float(total)
+    return float(total.detach())
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--arms", nargs="*", default=["ce", "contextrast", "contextrast_pp"])
+    p.add_argument("--arms", nargs="*", default=["ce", "ce_heads", "contextrast", "contextrast_pp"],
+                   help="ce (plain network), ce_heads (cross-entropy, heads running), contextrast, contextrast_pp")
+    p.add_argument("--base", help="also time the contextrast arms with the package of this git commit")
     p.add_argument("--profile", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -57,6 +75,9 @@ def main(argv=None):
     x = torch.randn(BATCH, 3, *SIZE, generator=g)
     y = F.interpolate(torch.rand(BATCH, C, 6, 8, generator=g), size=SIZE, mode="bilinear").argmax(1)
     arms = {n: arm(n) for n in a.arms}
+    if a.base:
+        old = base_build_loss(a.base)
+        arms.update({f"{n}@{a.base}": arm(n, old) for n in a.arms if n.startswith("contextrast")})
     for n in arms: step(*arms[n], x, y)
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -69,7 +90,8 @@ def main(argv=None):
                 t = time.perf_counter(); step(*arms[n], x, y); times[n].append(time.perf_counter() - t)
     med = {n: statistics.median(v) for n, v in times.items()}
     for n in arms:
-        print(f"{n:15s} {med[n]:.3f} s/step  {BATCH / med[n]:5.1f} images/s  ratio to ce {med[n] / med['ce']:.3f}")
+        heads = f"  to ce_heads {med[n] / med['ce_heads']:.3f}" if "ce_heads" in med else ""
+        print(f"{n:26s} {med[n]:.3f} s/step  {BATCH / med[n]:5.1f} images/s  ratio to ce {med[n] / med['ce']:.3f}{heads}")
 
 
 if __name__ == "__main__":
