@@ -64,7 +64,9 @@ def environment(ctx):
     "The machine and the library versions the numbers come from."
     res = {"device": ctx.device, "torch": torch.__version__, "torchvision": version("torchvision"), "timm": version("timm"),
            "scipy": version("scipy"), "skimage": version("skimage"), "numpy": np.__version__,
-           "python": platform.python_version(), "cpu_threads": torch.get_num_threads()}
+           "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+           "matplotlib": ctx.matplotlib or "absent: the trainer's figures are left out",
+           "contextrast": str(Path(sys.modules["contextrast"].__file__).parent)}
     if checks.cuda(ctx):
         props = torch.cuda.get_device_properties(ctx.device)
         res.update(name=props.name, capability=list(torch.cuda.get_device_capability(ctx.device)),
@@ -202,7 +204,7 @@ def main(argv=None):
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="contextrast_gpu_"))
     if work.resolve().is_relative_to(out.resolve()): sys.exit(f"bench/gpu.py: --work {work} must not lie inside --out {out}")
     t0 = time.perf_counter()
-    ctx = SimpleNamespace(device=a.device, tiny=a.tiny, camvid=a.camvid, work=work,
+    ctx = SimpleNamespace(device=a.device, tiny=a.tiny, camvid=a.camvid, work=work, matplotlib=checks.figures_need_matplotlib(),
                           remaining=lambda: a.budget - (time.perf_counter() - t0))
     path = out / "gpu.json"
     res = {"command": " ".join(sys.argv), "tiny": a.tiny, "budget_s": a.budget,

@@ -7,7 +7,8 @@ preset): forward, loss, backward and SGD update of the plain network under cross
 projection heads do not run), and of the network with its heads under `contextrast` and `contextrast_pp`.
 The arms alternate `--rounds` times, `--steps` steps each after one warm-up step each, on the same
 batch (labels: smooth random regions); the ratios to `ce` are taken from medians within this run.
-`--profile` prints the operators that take the most time in one Contextrast step. `--base COMMIT` adds
+`--loss-only` times the loss's forward and backward alone, on the network's bf16 outputs for that batch
+(more repeats for the same time: the part the losses differ in). `--profile` prints the operators that take the most time in one Contextrast step. `--base COMMIT` adds
 the loss arms with the package of git commit COMMIT (the same networks): before and after in one run.
 """
 import argparse, statistics, subprocess, sys, tempfile, time
@@ -69,6 +70,7 @@ def main(argv=None):
                    help="ce (plain network), ce_heads (cross-entropy, heads running), contextrast, contextrast_pp")
     p.add_argument("--base", help="also time the contextrast arms with the package of this git commit")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--loss-only", action="store_true", help="time the loss's forward and backward alone")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -78,6 +80,17 @@ def main(argv=None):
     if a.base:
         old = base_build_loss(a.base)
         arms.update({f"{n}@{a.base}": arm(n, old) for n in a.arms if n.startswith("contextrast")})
+    if a.loss_only:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = arms[next(n for n in arms if n.startswith("contextrast"))][0](x)
+        logits, embs = out["logits"].detach(), [e.detach() for e in out["embeddings"]]
+        def loss_step(model, loss, opt, x, y):
+            l, es = logits.clone().requires_grad_(), [e.clone().requires_grad_() for e in embs]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                total = loss(l, es, y)["total"]
+            total.backward()
+        global step
+        step = loss_step
     for n in arms: step(*arms[n], x, y)
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -90,8 +103,8 @@ def main(argv=None):
                 t = time.perf_counter(); step(*arms[n], x, y); times[n].append(time.perf_counter() - t)
     med = {n: statistics.median(v) for n, v in times.items()}
     for n in arms:
-        heads = f"  to ce_heads {med[n] / med['ce_heads']:.3f}" if "ce_heads" in med else ""
-        print(f"{n:26s} {med[n]:.3f} s/step  {BATCH / med[n]:5.1f} images/s  ratio to ce {med[n] / med['ce']:.3f}{heads}")
+        ratios = "".join(f"  to {r} {med[n] / med[r]:.3f}" for r in ("ce", "ce_heads") if r in med)
+        print(f"{n:26s} {med[n]:.3f} s/step  {BATCH / med[n]:5.1f} images/s{ratios}")
 
 
 if __name__ == "__main__":

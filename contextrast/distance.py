@@ -10,7 +10,7 @@ import torch
 # %% auto #0
 __all__ = ['distance_transform']
 
-# %% ../nbs/05_distance.ipynb #1b049fa0
+# %% ../nbs/05_distance.ipynb #99376150
 _ROWS_PER_ROUND = 4  # rows examined per round of the column pass, on each side
 
 def _row_distance(x: torch.Tensor, far: int, dtype) -> torch.Tensor:

@@ -25,6 +25,7 @@ def test_gpu_bench_runs_every_section_on_a_cpu(tmp_path):
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     bad = {n: s for n, s in sections.items() if n != "environment" and s["status"] != "ok"}
     assert not bad, json.dumps(bad, indent=1)[-4000:]
+    assert r.stdout.count(": ok (") >= 10
     assert sections["parity"]["loss_rel_diff"] == 0.0                         # the CPU against itself
     assert sections["resume"]["bitwise"] and sections["determinism"]["bitwise"]
     assert sections["distance"]["multilabel"]["infinite"] > 0 and sections["distance"]["multilabel"]["same_infinities"]
@@ -37,9 +38,11 @@ def test_gpu_bench_runs_every_section_on_a_cpu(tmp_path):
 
 
 def test_gpu_bench_budget_skips_what_would_not_fit(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--out", str(tmp_path),
                         "--budget", "3", "--only", "environment", "parity", "cost", "camvid"],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     res = json.loads((tmp_path / "gpu.json").read_text())["sections"]
     assert res["environment"]["status"] == "ok", r.stderr[-2000:]
+    assert res["environment"]["contextrast"] == str(ROOT / "contextrast")       # this checkout, not an installed copy
     assert res["cost"]["status"] == "skipped" and res["camvid"]["status"] == "skipped" and "budget" in res["cost"]["reason"]
