@@ -199,8 +199,10 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", help="run only these sections")
     p.add_argument("--fail", nargs="*", default=[], help=argparse.SUPPRESS)       # raise in these sections (tests the guard)
     a = p.parse_args(argv)
-    if a.device.startswith("cuda") and not torch.cuda.is_available(): sys.exit("bench/gpu.py: CUDA is not available")
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        write(out / "gpu.json", {"command": " ".join(sys.argv), "error": "CUDA is not available", "torch": torch.__version__})
+        sys.exit("bench/gpu.py: CUDA is not available")
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="contextrast_gpu_"))
     if work.resolve().is_relative_to(out.resolve()): sys.exit(f"bench/gpu.py: --work {work} must not lie inside --out {out}")
     t0 = time.perf_counter()
