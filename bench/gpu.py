@@ -1,104 +1,142 @@
-"""Everything a GPU must confirm, in one run of at most 8 minutes on one H100/H200.
+"""The device check: what one short GPU session must confirm, in one command of at most 6 minutes on one H100.
 
-1. parity: ContextrastLoss (BANE, fusion) on the same inputs on the CPU and on the device (1e-4);
-2. distance: the batched exact distance transform on the device against scipy's (exact);
-3. precision: bf16 and fp16 training steps of a real network with the loss, all finite;
-4. cost: Contextrast vs cross-entropy training steps, images/s and peak memory, for hrnet_w48 at
-   512x1024 batch 2 and deeplabv3_r101 (the ratios within one run are the result);
-5. camvid: a 300-iteration bf16 CamVid run (deeplabv3_r18 from scratch, 360x480 crops) with its
-   validation mIoU, when CamVid is found (`--camvid DIR`; JPEG images as packed for the device work).
+    bash bench/gpu_check.sh OUT                   # on the GPU machine: this script, CamVid from .device_data/camvid
+    python bench/gpu.py --device cpu --tiny --out DIR      # every section on a CPU at tiny sizes (a test)
 
-    python bench/gpu.py --out $OUT                      # on the GPU machine
-    python bench/gpu.py --device cpu --tiny --out DIR   # the same code on a CPU in well under a minute
+It runs from a bare checkout (the repository root goes on `sys.path`; the machine needs torch,
+torchvision, timm, scikit-image/scipy, nothing of this project installed). The CamVid section needs
+the pack that `python ../shared/tools/pack_camvid_for_device.py .device_data/camvid` writes (JPEG
+images, git-ignored: carry `.device_data`); without it that section is skipped, all others run.
 
-Results go to `<out>/gpu.json` (and are printed). `--tiny` shrinks every size so that the script's
-paths are tested on a CPU; its numbers mean nothing.
+`<out>/gpu.json` is rewritten after every section, so a time limit or a crash keeps what finished.
+Each section is guarded: an exception is recorded (`status: error`, the message and the end of the
+traceback) and the next section runs. `--budget` seconds (default 330) bound the run: a section whose
+estimated cost would pass the budget, given the time already spent, is skipped and says so. Run
+directories go to `--work` (default: a temporary folder), never into `<out>`.
+
+Sections, in order: environment (device, torch / torchvision / CUDA / cuDNN / NCCL versions), parity
+(the loss and its gradients, CPU against the device, 1e-4), distance (bool and integer multi-label
+maps against scipy, infinities compared, exact), bane (ratios 0.1-0.5: counts and the distance rule
+per class), anchor_memory (device generator, batched draw, AA loss float32 under autocast), precision
+(bf16 and fp16 against fp32, same weights and inputs), fp16_trainer (GradScaler, a skipped step),
+resume (6 iterations straight against 3 + resume + 3), evaluation (sliding-window and multi-scale +
+flip, device against CPU), peers (contextrast_pp, contrastiveseg, region_contrast, multiscale_contrast
+in the trainer), distributed (a one-rank NCCL group: all_reduce forward and backward of the anchors'
+sums, all_gather_object), syncs (host syncs of a loss step: dispatch count and CUDA's sync debug
+mode), determinism (two identical runs), cost (step time and peak memory: cross-entropy on the plain
+network, without projection heads, against CE with heads, Contextrast and Contextrast++), camvid (a
+300-iteration bf16 run and its validation mIoU).
+
+What holds on a GPU: the losses are not bit-reproducible there. `scatter_add_` into the anchors' C+1
+bins adds floats with atomics in whatever order the threads arrive, the backward of bilinear
+upsampling does too, and cuDNN picks algorithms by speed; two identical runs differ in the last bits
+(section determinism: gradients within 1e-5 relative), and a resumed run drifts from a straight one
+(section resume: weights within 1e-2 relative after 6 iterations). The CPU keeps every guarantee
+bit-exact. Untested here, with one GPU: multi-GPU runs (NCCL between processes) and SyncBatchNorm across
+GPUs.
 """
-import argparse, json, math, sys, time
+import argparse, json, os, platform, shutil, sys, tempfile, time, traceback
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from scipy import ndimage
-from torch.utils.data import Dataset
+ROOT = Path(__file__).resolve().parents[1]
+for p in (str(ROOT), str(ROOT / "bench")):
+    if p not in sys.path: sys.path.insert(0, p)
 
-from contextrast.config import Config
-from contextrast.data import CamVid, read_image, read_label, train_transform, eval_transform
-from contextrast.distance import distance_transform
-from contextrast.loss import ContextrastLoss, SegCELoss
-from contextrast.models import build_model
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
 
-
-def loss_inputs(B, C, D, H, W, seed=0):
-    "Logits at stride 4, four L2-normalised embeddings at strides 4-32, blocky labels with a shifted prediction."
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, C, (B, H // 32, W // 32), generator=g).repeat_interleave(32, 1).repeat_interleave(32, 2)
-    pred = torch.roll(labels, (3, 5), (1, 2))
-    logits = (F.one_hot(pred, C).permute(0, 3, 1, 2).float() * 4)[..., ::4, ::4] + 0.1 * torch.randn(B, C, H // 4, W // 4, generator=g)
-    embs = [F.normalize(torch.randn(B, D, H // s, W // s, generator=g), dim=1) for s in (4, 8, 16, 32)]
-    return logits, embs, labels
+import gpu_checks as checks  # noqa: E402
+from contextrast.config import Config  # noqa: E402
+from contextrast.data import CamVid, eval_transform, read_image, read_label, train_transform  # noqa: E402
+from contextrast.loss import build_loss  # noqa: E402
+from contextrast.models import build_model, build_network  # noqa: E402
 
 
-def parity(device, tiny):
-    "Loss and input gradients on the CPU vs the device; the largest relative differences."
-    B, C, D, H, W = (2, 5, 16, 64, 64) if tiny else (4, 19, 64, 256, 512)
-    logits, embs, labels = loss_inputs(B, C, D, H, W)
-    # every set smaller than max_samples: nothing is sampled at random, so the two devices see the same pixels
-    loss = ContextrastLoss(C, max_samples=10**7, random_fill=False, ratio=1.0)
-    out = {}
-    for dev in ("cpu", device):
-        x = [t.to(dev).requires_grad_(True) for t in (logits, *embs)]
-        r = loss(x[0], x[1:], labels.to(dev))
-        r["total"].backward()
-        out[dev] = (float(r["total"]), [t.grad.detach().cpu() for t in x[1:]])
-    (a, ga), (b, gb) = out["cpu"], out[device]
-    grad = max(float((u - v).abs().max() / u.abs().max().clamp(min=1e-12)) for u, v in zip(ga, gb))
-    return {"loss_cpu": a, "loss_device": b, "loss_rel_diff": abs(a - b) / abs(a), "grad_rel_diff": grad,
-            "ok": abs(a - b) / abs(a) < 1e-4 and grad < 1e-4}
+def version(module):
+    try: return __import__(module).__version__
+    except Exception as err: return f"unavailable ({type(err).__name__})"
 
 
-def distance(device, tiny):
-    "Exactness of the device's distance transform against scipy on random blobs."
-    B, H, W = (2, 48, 64) if tiny else (8, 512, 1024)
-    g = torch.Generator().manual_seed(1)
-    x = F.interpolate(torch.rand(B, 1, H // 8, W // 8, generator=g), size=(H, W), mode="bilinear")[:, 0] > 0.55
-    ours = distance_transform(x.to(device)).cpu().double().numpy()
-    ref = np.stack([ndimage.distance_transform_edt(m) for m in x.numpy()])
-    finite = np.isfinite(ours)
-    return {"max_abs_diff": float(np.abs(ours[finite] - ref[finite]).max()), "maps": B, "size": [H, W],
-            "ok": bool(np.abs(ours[finite] - ref[finite]).max() < 1e-3)}
+def environment(ctx):
+    "The machine and the library versions the numbers come from."
+    res = {"device": ctx.device, "torch": torch.__version__, "torchvision": version("torchvision"), "timm": version("timm"),
+           "scipy": version("scipy"), "skimage": version("skimage"), "numpy": np.__version__,
+           "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+           "matplotlib": ctx.matplotlib or "absent: the trainer's figures are left out",
+           "contextrast": str(Path(sys.modules["contextrast"].__file__).parent)}
+    if checks.cuda(ctx):
+        props = torch.cuda.get_device_properties(ctx.device)
+        res.update(name=props.name, capability=list(torch.cuda.get_device_capability(ctx.device)),
+                   memory_gib=props.total_memory / 2**30, cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version(), nccl=".".join(map(str, torch.cuda.nccl.version())),
+                   bf16_supported=torch.cuda.is_bf16_supported(), devices=torch.cuda.device_count(),
+                   cudnn_benchmark=torch.backends.cudnn.benchmark, tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+    else:
+        res["name"] = platform.processor() or platform.machine()
+    res["ok"] = True
+    return res
 
 
-def step_cost(model_name, loss_name, device, size, batch, amp="bf16", steps=5, warmup=2, C=19):
-    "Median seconds of one training step and the peak memory (MiB) of `model_name` with `loss_name`."
+class PlainCE(torch.nn.Module):
+    "Cross-entropy on the plain network: no projection heads run, the honest baseline of the cost."
+    def __init__(self, net): super().__init__(); self.net = net
+
+    def forward(self, x): return {"logits": self.net.forward_stages(x)["logits"], "embeddings": None}
+
+
+def step_cost(ctx, model_name, arm, size, batch, steps, warmup=2, C=19):
+    "Median seconds of one bf16 training step and its peak memory (MiB): arm ce_plain, ce, contextrast or contextrast_pp."
+    dev = torch.device(ctx.device)
     torch.manual_seed(0)
-    model = build_model(model_name, C, embed_dim=256).to(device).train()
-    loss = (ContextrastLoss(C) if loss_name == "contextrast" else SegCELoss(C)).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch, 3, *size, device=device)
-    y = torch.randint(0, C, (batch, *size), device=device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=amp == "fp16")
+    D = 16 if ctx.tiny else 256
+    model = (PlainCE(build_network(model_name, C)) if arm == "ce_plain" else build_model(model_name, C, embed_dim=D))
+    model = model.to(dev).train()
+    loss = build_loss("ce" if arm == "ce_plain" else arm, C, **({"embed_dim": D} if arm == "contextrast_pp" else {})).to(dev)
+    params = [*model.parameters(), *loss.parameters()]
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, 3, *size, device=dev)
+    y = F.interpolate(torch.rand(batch, C, 4, 8, device=dev), size=size, mode="bilinear").argmax(1)
     times, finite = [], True
-    if torch.device(device).type == "cuda": torch.cuda.reset_peak_memory_stats(device)
+    if dev.type == "cuda": torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(dev)
     for i in range(warmup + steps):
-        if torch.device(device).type == "cuda": torch.cuda.synchronize()
         t = time.perf_counter()
-        with torch.autocast(torch.device(device).type, dtype=dtype):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             out = model(x)
             total = loss(out["logits"], out["embeddings"], y)["total"]
-        finite &= bool(torch.isfinite(total))
-        opt.zero_grad(); scaler.scale(total).backward(); scaler.step(opt); scaler.update()
-        if torch.device(device).type == "cuda": torch.cuda.synchronize()
+        opt.zero_grad(set_to_none=True); total.backward(); opt.step()
+        finite &= bool(torch.isfinite(total))                       # one read per step, as the trainer's
         if i >= warmup: times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if torch.device(device).type == "cuda" else float("nan")
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else float("nan")
     s = float(np.median(times))
+    del model, loss, opt
+    if dev.type == "cuda": torch.cuda.empty_cache()
     return {"seconds": s, "images_per_s": batch / s, "peak_mib": peak, "finite": finite}
 
 
+def cost(ctx):
+    "Step time and peak memory of every arm, measured one after the other in this run; ratios against CE without heads."
+    cases = ([("deeplabv3_r18_tiny", (64, 64), 2)] if ctx.tiny else
+             [("hrnet_w48", (512, 1024), 2), ("deeplabv3_r101", (512, 1024), 2), ("fpn_r18", (512, 1024), 8)])
+    res = {}
+    for name, size, batch in cases:
+        if ctx.remaining() < (5 if ctx.tiny else 45): res[name] = "skipped: budget"; continue
+        arms = {arm: step_cost(ctx, name, arm, size, batch, 2 if ctx.tiny else 8)
+                for arm in ("ce_plain", "ce", "contextrast", "contextrast_pp")}
+        base = arms["ce_plain"]
+        res[name] = {"size": list(size), "batch": batch, **arms,
+                     "time_ratio": {a: arms[a]["seconds"] / base["seconds"] for a in arms},
+                     "memory_ratio": ({a: arms[a]["peak_mib"] / base["peak_mib"] for a in arms}
+                                      if base["peak_mib"] == base["peak_mib"] else None)}
+    res["ok"] = all(all(v["finite"] for k, v in r.items() if isinstance(v, dict) and "finite" in v)
+                    for r in res.values() if isinstance(r, dict))
+    return res
+
+
 class PairedFiles(Dataset):
-    "CamVid from any image suffix (the device copy holds JPEG images): pairs `<split>/<name>.*` with `<split>annot/<name>.png`."
+    "CamVid from any image suffix (the device pack holds JPEG images): pairs `<split>/<name>.*` with `<split>annot/<name>.png`."
     num_classes, classes, palette, ignore_index = CamVid.num_classes, CamVid.classes, CamVid.palette, 255
 
     def __init__(self, root, split, transform):
@@ -112,57 +150,90 @@ class PairedFiles(Dataset):
 
     def __getitem__(self, i):
         image, raw = read_image(self.files[i][0]), read_label(self.files[i][1]).long()
-        labels = torch.where(raw >= 11, 255, raw)
-        return self.transform(image, labels)
+        return self.transform(image, torch.where(raw >= 11, 255, raw))
 
 
-def camvid_run(device, root, tiny, out_dir):
-    "A bf16 CamVid run (300 iterations; 4 in --tiny) and its validation mIoU and speed."
+def camvid(ctx):
+    "A bf16 CamVid run (300 iterations; 4 in --tiny), its validation mIoU and speed; the run directory in --work."
     from contextrast.trainer import Trainer
-    crop = (64, 80) if tiny else (360, 480)
-    cfg = Config(dataset="camvid", model="deeplabv3_r18_tiny" if tiny else "deeplabv3_r18", embed_dim=16 if tiny else 256,
-                 iterations=4 if tiny else 300, batch_size=2 if tiny else 16, crop_size=crop, lr=0.02, amp="bf16",
-                 val_interval=0, val_size=4 if tiny else 0, val_batch_size=1, workers=0 if tiny else 8, threads=0,
-                 device=device, out_dir=str(out_dir / "camvid_run"), max_samples=64 if tiny else 1024)
-    train = PairedFiles(root, "train", train_transform(crop))
-    val = PairedFiles(root, "val", eval_transform())
+    if not ctx.camvid or not Path(ctx.camvid).is_dir():
+        return {"status_note": f"no CamVid pack at {ctx.camvid!r}: run ../shared/tools/pack_camvid_for_device.py", "ok": True,
+                "skipped": True}
+    crop = (64, 80) if ctx.tiny else (360, 480)
+    cfg = Config(dataset="camvid", model="deeplabv3_r18_tiny" if ctx.tiny else "deeplabv3_r18", embed_dim=16 if ctx.tiny else 256,
+                 iterations=4 if ctx.tiny else 300, batch_size=2 if ctx.tiny else 16, crop_size=crop, lr=0.02, amp="bf16",
+                 val_interval=0, val_size=4 if ctx.tiny else 0, val_batch_size=1 if ctx.tiny else 8,
+                 workers=0 if ctx.tiny else 8, threads=0, device=ctx.device, out_dir=str(ctx.work / "camvid_run"),
+                 max_samples=64 if ctx.tiny else 1024, checkpoint_interval=1000)
     t = time.perf_counter()
-    trainer = Trainer(cfg, train_set=train, val_set=val, progress=False, verbose=False)
+    trainer = Trainer(cfg, train_set=PairedFiles(ctx.camvid, "train", train_transform(crop)),
+                      val_set=PairedFiles(ctx.camvid, "val", eval_transform()), progress=False, verbose=False)
     result = trainer.fit()
     return {"iterations": cfg.iterations, "seconds": time.perf_counter() - t, "val_miou": float(result["final"]["miou"]),
-            "val_images": len(trainer.val_set), "model": cfg.model}
+            "val_images": len(trainer.val_set), "model": cfg.model, "ok": True}
+
+
+# (name, function, estimated seconds on one H100 for the full sizes)
+SECTIONS = [("environment", environment, 2), ("parity", checks.parity, 6), ("distance", checks.distance, 8),
+            ("bane", checks.bane, 4), ("anchor_memory", checks.anchor_memory, 2), ("precision", checks.precision, 10),
+            ("fp16_trainer", checks.fp16_trainer, 10), ("resume", checks.resume, 20), ("evaluation", checks.evaluation, 6),
+            ("peers", checks.peers, 25), ("distributed", checks.distributed, 6), ("syncs", checks.syncs, 15),
+            ("determinism", checks.determinism, 6), ("cost", cost, 90), ("camvid", camvid, 110)]
+
+
+def write(path, res):
+    "The results so far, atomically."
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(res, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--tiny", action="store_true", help="small sizes: test the script's paths on a CPU")
-    p.add_argument("--camvid", help="CamVid folder (train/, trainannot/, val/, valannot/)")
-    p.add_argument("--out", default="bench_gpu_out")
+    p.add_argument("--tiny", action="store_true", help="small sizes: test every section on a CPU")
+    p.add_argument("--camvid", default=str(ROOT / ".device_data" / "camvid"), help="the CamVid pack (train/, trainannot/, val/, valannot/)")
+    p.add_argument("--out", default="bench_gpu_out", help="where gpu.json goes")
+    p.add_argument("--work", help="run directories (default: a temporary folder, removed at the end)")
+    p.add_argument("--budget", type=float, default=330, help="seconds the sections may take in all (330)")
+    p.add_argument("--only", nargs="*", help="run only these sections")
+    p.add_argument("--fail", nargs="*", default=[], help=argparse.SUPPRESS)       # raise in these sections (tests the guard)
     a = p.parse_args(argv)
-    if a.device.startswith("cuda") and not torch.cuda.is_available(): sys.exit("bench/gpu.py: CUDA is not available")
-    out_dir = Path(a.out); out_dir.mkdir(parents=True, exist_ok=True)
-    res = {"device": torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else "cpu",
-           "torch": torch.__version__, "tiny": a.tiny}
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        write(out / "gpu.json", {"command": " ".join(sys.argv), "error": "CUDA is not available", "torch": torch.__version__})
+        sys.exit("bench/gpu.py: CUDA is not available")
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="contextrast_gpu_"))
+    if work.resolve().is_relative_to(out.resolve()): sys.exit(f"bench/gpu.py: --work {work} must not lie inside --out {out}")
     t0 = time.perf_counter()
-    res["parity"] = parity(a.device, a.tiny)
-    res["distance"] = distance(a.device, a.tiny)
-    small = ("deeplabv3_r18_tiny", (64, 64), 2) if a.tiny else ("hrnet_w48", (512, 1024), 2)
-    res["precision"] = {amp: step_cost(small[0], "contextrast", a.device, small[1], small[2], amp, steps=1, warmup=1)["finite"]
-                        for amp in ("bf16", "fp16")}
-    cases = [small] + ([("hrnet_w18_small", (64, 64), 2)] if a.tiny else [("deeplabv3_r101", (512, 1024), 2)])
-    res["cost"] = {}
-    for name, size, batch in cases:
-        ce = step_cost(name, "ce", a.device, size, batch, steps=2 if a.tiny else 10)
-        cx = step_cost(name, "contextrast", a.device, size, batch, steps=2 if a.tiny else 10)
-        res["cost"][name] = {"size": list(size), "batch": batch, "ce": ce, "contextrast": cx,
-                             "images_per_s_ratio": cx["images_per_s"] / ce["images_per_s"],
-                             "peak_memory_ratio": cx["peak_mib"] / ce["peak_mib"] if ce["peak_mib"] == ce["peak_mib"] else None}
-    if a.camvid: res["camvid"] = camvid_run(a.device, a.camvid, a.tiny, out_dir)
-    res["seconds"] = time.perf_counter() - t0
-    (out_dir / "gpu.json").write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
-    return 0 if res["parity"]["ok"] and res["distance"]["ok"] and all(res["precision"].values()) else 1
+    ctx = SimpleNamespace(device=a.device, tiny=a.tiny, camvid=a.camvid, work=work, matplotlib=checks.figures_need_matplotlib(),
+                          remaining=lambda: a.budget - (time.perf_counter() - t0))
+    path = out / "gpu.json"
+    res = {"command": " ".join(sys.argv), "tiny": a.tiny, "budget_s": a.budget,
+           "untested": "multi-GPU runs and SyncBatchNorm across GPUs", "sections": {}}
+    write(path, res)
+    for name, fn, estimate in SECTIONS:
+        if a.only and name not in a.only: continue
+        if not a.tiny and estimate > ctx.remaining():
+            res["sections"][name] = {"status": "skipped", "reason": f"estimated {estimate} s, {ctx.remaining():.0f} s of the budget left"}
+            write(path, res); continue
+        t = time.perf_counter()
+        try:
+            if name in a.fail: raise RuntimeError(f"failure injected into {name} by --fail")
+            r = fn(ctx)
+            r = {"status": "ok" if r.get("ok") else "failed", **r}
+        except Exception as err:
+            r = {"status": "error", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2500:]}
+        if checks.cuda(ctx): torch.cuda.empty_cache()
+        r["seconds"] = time.perf_counter() - t
+        res["sections"][name] = r
+        res["elapsed_s"] = time.perf_counter() - t0
+        write(path, res)
+        print(f"{name}: {r['status']} ({r['seconds']:.1f} s)", flush=True)
+    if not a.work: shutil.rmtree(work, ignore_errors=True)
+    bad = [n for n, r in res["sections"].items() if r["status"] in ("error", "failed")]
+    print(f"gpu.json: {len(res['sections'])} sections, {len(bad)} not ok {bad}; {res.get('elapsed_s', 0):.0f} s", flush=True)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

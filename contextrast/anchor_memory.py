@@ -30,7 +30,8 @@ class AnchorMemory(nn.Module):
 
     `push(anchors [C, D], present [C])` appends each present class's anchor (detached) to its queue,
     overwriting the oldest when full; `sample(n, generator)` draws the same number of anchors from every
-    non-empty queue, returning `(keys [M, D], labels [M])`."""
+    non-empty queue, returning `(keys [M, D], labels [M])`; a label of -1 marks a key that is not drawn
+    (the batched draw's padding). Both run on the memory's device, `generator` included."""
     def __init__(self, num_classes: int, dim: int, size: int = 100):
         super().__init__()
         if size < 1: raise ValueError(f"the memory size must be at least 1, got {size}")
@@ -38,6 +39,7 @@ class AnchorMemory(nn.Module):
         self.register_buffer("queue", torch.zeros(num_classes, size, dim))
         self.register_buffer("filled", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("head", torch.zeros(num_classes, dtype=torch.long))
+        self.batched: bool | None = None          # `sample`'s default draw: None = batched off the CPU only
 
     def extra_repr(self): return f"num_classes={self.num_classes}, dim={self.dim}, size={self.size}"
 
@@ -45,33 +47,65 @@ class AnchorMemory(nn.Module):
     def push(self, anchors: torch.Tensor, present: torch.Tensor):
         if anchors.shape != (self.num_classes, self.dim):
             raise ValueError(f"anchors must be [{self.num_classes}, {self.dim}], got {tuple(anchors.shape)}")
-        c = present.nonzero().flatten()
-        self.queue[c, self.head[c]] = anchors[c].detach().to(self.queue.dtype)
-        self.head[c] = (self.head[c] + 1) % self.size
-        self.filled[c] = (self.filled[c] + 1).clamp(max=self.size)
+        # every class's head slot is written, with its old value where the class is absent: no host sync
+        c, p = torch.arange(self.num_classes, device=self.queue.device), present.to(self.queue.device)
+        self.queue[c, self.head] = torch.where(p[:, None], anchors.detach().to(self.queue.dtype), self.queue[c, self.head])
+        self.filled.copy_(torch.where(p, (self.filled + 1).clamp(max=self.size), self.filled))
+        self.head.copy_(torch.where(p, (self.head + 1) % self.size, self.head))
 
-    def sample(self, n: int, generator: torch.Generator | None = None):
+    def _check_generator(self, generator):
+        if generator is not None and generator.device.type != self.queue.device.type:
+            raise ValueError(f"the generator is on {generator.device}, the memory on {self.queue.device}: "
+                             f"pass a generator on the memory's device")
+
+    def sample(self, n: int, generator: torch.Generator | None = None, batched: bool | None = None):
+        """`(keys, labels)`: `n` anchors (at most the smallest non-empty queue's count) of every non-empty queue.
+
+        `batched` (default: the attribute `batched`, else off on the CPU and on elsewhere) draws every class at once with fixed shapes, no host
+        sync: `[C · n, D]` keys, labels -1 where not drawn. Off, each class draws a permutation of its queue
+        in turn (the draw the CPU studies were measured with; a host sync per class on a GPU)."""
+        self._check_generator(generator)
+        dev = self.queue.device
+        if batched is None: batched = self.batched if self.batched is not None else dev.type != "cpu"
+        if batched: return self._sample_batched(n, generator)
         classes = (self.filled > 0).nonzero().flatten()
         if len(classes) == 0 or n < 1:
-            return self.queue.new_zeros(0, self.dim), torch.zeros(0, dtype=torch.long, device=self.queue.device)
+            return self.queue.new_zeros(0, self.dim), torch.zeros(0, dtype=torch.long, device=dev)
         n = min(n, int(self.filled[classes].min()))
         keys, labels = [], []
         for c in classes.tolist():
-            pick = torch.randperm(int(self.filled[c]), generator=generator)[:n].to(self.queue.device)
-            keys.append(self.queue[c, pick]); labels.append(torch.full((n,), c, device=self.queue.device))
+            pick = torch.randperm(int(self.filled[c]), generator=generator, device=dev)[:n]
+            keys.append(self.queue[c, pick]); labels.append(torch.full((n,), c, device=dev))
         return torch.cat(keys), torch.cat(labels)
 
-# %% ../nbs/41_anchor_memory.ipynb #a344a0f3
+    def _sample_batched(self, n: int, generator=None):
+        C, S, dev = self.num_classes, self.size, self.queue.device
+        n = min(n, S)
+        if n < 1: return self.queue.new_zeros(0, self.dim), torch.zeros(0, dtype=torch.long, device=dev)
+        slots = torch.arange(S, device=dev)
+        scores = torch.rand(C, S, device=dev, generator=generator).masked_fill_(slots >= self.filled[:, None], -1.0)
+        pick = scores.topk(n, dim=1).indices                       # [C, n]: each queue's filled slots, shuffled
+        smallest = torch.where(self.filled > 0, self.filled, S).amin().clamp(max=n)
+        drawn = (slots[None, :n] < smallest) & (self.filled[:, None] > 0)
+        keys = self.queue.gather(1, pick[..., None].expand(C, n, self.dim)).reshape(C * n, self.dim)
+        labels = torch.where(drawn, torch.arange(C, device=dev)[:, None], -1).reshape(-1)
+        return keys, labels
+
+# %% ../nbs/41_anchor_memory.ipynb #688d92ac
 def anchor_anchor_loss(anchors: torch.Tensor, present: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor,
                        temperature: float = 0.1) -> torch.Tensor:
     """The AA loss: InfoNCE of each present anchor `anchors [C, D]` against `keys [M, D]` of classes `key_labels [M]`
-    (same class positive, other classes negative), mean over positives, then over the classes with a positive."""
+    (same class positive, other classes negative, label -1 neither), mean over positives, then over the classes with a
+    positive. The similarities are float32, also under autocast."""
     if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
     zero = anchors.sum() * 0.0                                   # 0 that keeps the graph
     if len(keys) == 0: return zero
-    logits = anchors.float() @ keys.float().T / temperature     # [C, M]
+    # similarities over 1/τ overflow float16 and lose digits in bfloat16: float32 even under autocast
+    with torch.autocast(anchors.device.type, enabled=False):
+        logits = anchors.float() @ keys.float().T / temperature  # [C, M]
     pos = key_labels[None, :] == torch.arange(len(anchors), device=anchors.device)[:, None]
-    neg_sum = torch.where(pos, torch.zeros_like(logits), logits.exp()).sum(1, keepdim=True)
+    other = pos | (key_labels < 0)[None, :]                      # not a negative: a positive, or a key not drawn
+    neg_sum = torch.where(other, torch.zeros_like(logits), logits.exp()).sum(1, keepdim=True)
     # -log(e^p / (e^p + Σ e^n)) = log(1 + Σ e^(n - p)), written stably
     per_pair = torch.logsumexp(torch.stack([torch.zeros_like(logits), (neg_sum.log() - logits)]), 0)
     per_pair = torch.where(pos, per_pair, torch.zeros_like(per_pair))

@@ -12,13 +12,15 @@ __all__ = ['bane_negatives']
 
 # %% ../nbs/06_bane.ipynb #0a3483bb
 def bane_negatives(errors: torch.Tensor, distances: torch.Tensor, num_classes: int, ratio: float = 0.5,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, check: bool = True) -> torch.Tensor:
     """BANE: bool `[B, C, h, w]`, for each class the ⌈`ratio`·n_c⌉ of its n_c error pixels (over the batch)
     with the smallest distance, ties drawn at random; `ratio` in [0, 1] (0: none, 1: every error pixel).
 
     `errors: [B, h, w]` compact error maps (Eq. 6: predicted class on error pixels, -1 elsewhere),
     `distances: [B, h, w]` float, their distance transform (Eq. 7). `generator` (on the maps' device)
-    seeds the tie-break.
+    seeds the tie-break. `check=False` skips the value check of `errors` (a host sync) for a caller that built
+    them. One host sync remains: the number of error pixels, which sizes the tie-break's permutation; the
+    counts and ranks stay on the device.
     """
     if errors.dim() != 3 or errors.dtype.is_floating_point or errors.dtype == torch.bool:
         raise ValueError(f"errors must be an integer map [B, h, w], got {errors.dtype} of shape {tuple(errors.shape)}")
@@ -26,7 +28,7 @@ def bane_negatives(errors: torch.Tensor, distances: torch.Tensor, num_classes: i
         raise ValueError(f"distances must be float of the errors' shape {tuple(errors.shape)}, "
                          f"got {distances.dtype} of shape {tuple(distances.shape)}")
     if not 0 <= ratio <= 1: raise ValueError(f"ratio must be in [0, 1], got {ratio}")
-    if errors.numel() and bool(((errors < -1) | (errors >= num_classes)).any()):
+    if check and errors.numel() and bool(((errors < -1) | (errors >= num_classes)).any()):
         raise ValueError(f"errors hold values outside [-1, {num_classes})")
     B, h, w = errors.shape
     C, dev = num_classes, errors.device
@@ -41,11 +43,10 @@ def bane_negatives(errors: torch.Tensor, distances: torch.Tensor, num_classes: i
     key = cls * (top + 1) + torch.where(finite, dist, top)
     order = key.sort(stable=True).indices
     pix, cls = pix.index_select(0, order), cls.index_select(0, order)
-    n = torch.bincount(cls, minlength=C)
+    n = torch.zeros(C, dtype=torch.long, device=dev).scatter_add_(0, cls, torch.ones_like(cls))   # n_c
     start = n.cumsum(0) - n                                             # where each class's group begins
     rank = torch.arange(pix.numel(), device=dev) - start.index_select(0, cls)
     k = torch.ceil(torch.round(ratio * n.double(), decimals=6)).long()  # rounded so that 0.3 · 10 keeps 3
     keep = rank < k.index_select(0, cls)
-    pix, cls = pix[keep], cls[keep]
     b, s = pix // (h * w), pix % (h * w)
-    return out.index_fill_(0, (b * C + cls) * (h * w) + s, True).view(B, C, h, w)
+    return out.scatter_(0, (b * C + cls) * (h * w) + s, keep).view(B, C, h, w)     # one entry per error pixel

@@ -10,24 +10,20 @@ import torch
 # %% auto #0
 __all__ = ['distance_transform']
 
-# %% ../nbs/05_distance.ipynb #1b049fa0
+# %% ../nbs/05_distance.ipynb #99376150
 _ROWS_PER_ROUND = 4  # rows examined per round of the column pass, on each side
 
-def _row_distance(p: torch.Tensor, value: torch.Tensor, W: int, far: int, dtype) -> torch.Tensor:
-    """Distance from each foreground pixel to the nearest pixel of another value in its row, capped at `far` (none).
-
-    `p: [n]` sorted flat indices of the foreground pixels of maps `[N, H, W]`, `value: [n]` their values.
-    """
-    n = p.numel()
-    j = (p % W).to(dtype)
-    starts = torch.ones(n, dtype=torch.bool, device=p.device)          # a run starts at a gap, a new row or a new value
-    starts[1:] = (p[1:] != p[:-1] + 1) | (j[1:] == 0) | (value[1:] != value[:-1])
+def _row_distance(x: torch.Tensor, far: int, dtype) -> torch.Tensor:
+    """`[M, H, W]`: distance from each pixel of maps `x: [M, H, W]` to the nearest pixel of another value in its row,
+    capped at `far` (none)."""
+    W = x.shape[-1]
+    starts = torch.ones(x.shape, dtype=torch.bool, device=x.device)      # a run starts at a new row or a new value
+    starts[..., 1:] = x[..., 1:] != x[..., :-1]
     ends = torch.ones_like(starts)
-    ends[:-1] = starts[1:]
-    t = torch.arange(n, device=p.device, dtype=dtype)
-    first = (starts * t).cummax(0).values                                   # list index of the run's first pixel
-    last = (n - 1) - (ends.flip(0) * t).cummax(0).values.flip(0)             # and of its last pixel
-    j0, j1 = j.index_select(0, first), j.index_select(0, last)
+    ends[..., :-1] = starts[..., 1:]
+    j = torch.arange(W, device=x.device, dtype=dtype)
+    j0 = (starts * j).cummax(-1).values                                  # first column of each pixel's run
+    j1 = (W - 1) - (ends.flip(-1) * j).cummax(-1).values.flip(-1)         # and its last column
     # the pixels at j0 - 1 and j1 + 1 differ from the run, unless the run touches the image's side
     left = (j - j0 + 1) + far * (j0 == 0)
     right = (j1 - j + 1) + far * (j1 == W - 1)
@@ -39,43 +35,32 @@ def distance_transform(x: torch.Tensor) -> torch.Tensor:
 
     `x` is bool (True = foreground, as `scipy.ndimage.distance_transform_edt`) or integer (the compact
     error maps: negative = background, every other value a region, so one call covers all classes).
-    Maps are independent along the leading dims; the result is on `x`'s device.
+    Maps are independent along the leading dims; the result is on `x`'s device. Every tensor has a
+    fixed shape: nothing is read back to the host (no synchronisation on a GPU).
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError(f"x must be a tensor [..., H, W], got {getattr(x, 'shape', type(x))}")
     if x.dtype.is_floating_point or x.dtype.is_complex:
         raise ValueError(f"x must be bool or integer, got {x.dtype}")
     shape, (H, W) = x.shape, x.shape[-2:]
-    flat = x.reshape(-1)
-    out = torch.zeros(flat.shape, dtype=torch.float32, device=x.device)
-    p = (flat if x.dtype == torch.bool else flat >= 0).nonzero().squeeze(1)
-    if p.numel() == 0: return out.reshape(shape)
+    if x.numel() == 0: return torch.zeros(shape, dtype=torch.float32, device=x.device)
+    x3 = x.reshape(-1, H, W)
     far = H + W                                     # above any real distance: "no pixel of another value"
-    S = _ROWS_PER_ROUND
-    dtype = torch.int32 if 2 * (far + S) ** 2 < 2 ** 31 else torch.int64   # bounds g² + (row distance)²
-    value = flat.index_select(0, p)
-    best = _row_distance(p, value, W, far, dtype).square()
-    G = torch.zeros(flat.shape, dtype=dtype, device=x.device).index_copy_(0, p, best)   # g² as a map
-    active = (best > 1).nonzero().squeeze(1)        # a squared distance of 1 cannot improve
-    q0 = p.index_select(0, active)
-    v0, b0 = value.index_select(0, active), best.index_select(0, active)
-    i0 = (q0 // W) % H
-    col0 = q0 - i0 * W                              # flat index of the pixel's column in row 0
-    sign = torch.tensor([-1] * S + [1] * S, device=x.device).view(-1, 1)
-    m0 = torch.arange(1, S + 1, device=x.device).repeat(2).view(-1, 1)
-    m = 1
-    while active.numel() and m < H:
-        dm = m0 + (m - 1)                                                   # [2S, 1] row distances of this round
+    S = min(_ROWS_PER_ROUND, max(H - 1, 1))
+    bound = 2 * (far + S) ** 2                      # bounds g² + (row distance)²: the narrowest exact integers
+    dtype = torch.int16 if bound < 2 ** 15 else torch.int32 if bound < 2 ** 31 else torch.int64
+    G = _row_distance(x3, far, dtype).square()      # g² as a map
+    best = G
+    rows = torch.arange(H, device=x.device)
+    offsets = torch.arange(1, S + 1, device=x.device)
+    offsets = torch.cat([-offsets, offsets])                                 # [2S] row offsets of a round
+    for m in range(1, H, S):                        # rows i ± m .. i ± (m + S - 1)
+        dm = offsets.sign() * (offsets.abs() + (m - 1))
         # rows beyond the border are clamped onto it: an overestimate of a row examined this round or before
-        q = (col0 + (i0 + sign * dm).clamp_(0, H - 1) * W).view(-1)
-        same = flat.index_select(0, q).view(2 * S, -1) == v0
-        cand = same * G.index_select(0, q).view(2 * S, -1) + dm.square().to(dtype)
-        b0 = torch.minimum(b0, cand.amin(0))
-        m += S
-        done = b0 <= m * m                                                  # rows further away add ≥ m²
-        fin, keep = done.nonzero().squeeze(1), (~done).nonzero().squeeze(1)
-        best.index_copy_(0, active.index_select(0, fin), b0.index_select(0, fin))
-        active, b0, v0, i0, col0 = (t.index_select(0, keep) for t in (active, b0, v0, i0, col0))
-    best.index_copy_(0, active, b0)
+        r = (rows[None, :] + dm[:, None]).clamp_(0, H - 1).reshape(-1)   # [2S · H]
+        same = x3.index_select(1, r).view(-1, 2 * S, H, W) == x3[:, None]
+        cand = same * G.index_select(1, r).view(-1, 2 * S, H, W) + dm.square().to(dtype).view(1, -1, 1, 1)
+        best = torch.minimum(best, cand.amin(1))
     dist = torch.where(best >= far * far, torch.inf, best.float().sqrt())
-    return out.index_copy_(0, p, dist).reshape(shape)
+    fg = x3 if x.dtype == torch.bool else x3 >= 0
+    return torch.where(fg, dist, torch.zeros((), device=x.device)).reshape(shape)

@@ -22,42 +22,10 @@ from .fusion import fuse_anchors
 from .infonce import pixel_anchor_loss
 
 # %% auto #0
-__all__ = ['LOSSES', 'LOSS_MODULES', 'SAMPLING', 'register_loss', 'loss_options', 'build_loss', 'upsample_logits',
-           'seg_cross_entropy', 'SegCELoss', 'ContextrastLoss']
+__all__ = ['SAMPLING', 'LOSSES', 'LOSS_MODULES', 'upsample_logits', 'seg_cross_entropy', 'SegCELoss', 'ContextrastLoss',
+           'register_loss', 'loss_options', 'build_loss']
 
 # %% ../nbs/07_loss.ipynb #1aa22a59
-LOSSES: dict[str, type] = {}
-
-def register_loss(name: str):
-    "Class decorator: make the loss constructible as `build_loss(name, num_classes, ...)`."
-    def add(cls):
-        if name in LOSSES and LOSSES[name] is not cls: raise ValueError(f"a loss named {name!r} is already registered")
-        LOSSES[name] = cls
-        return cls
-    return add
-
-
-# losses registered by other modules, imported the first time their name is asked for
-LOSS_MODULES = {"contextrast_pp": "contextrast.contextrast_pp", "contrastiveseg": "contextrast.baselines",
-                "region_contrast": "contextrast.baselines", "multiscale_contrast": "contextrast.baselines"}
-
-
-def loss_options(name: str) -> dict:
-    "The keyword options of loss `name` and their defaults (`num_classes` aside)."
-    if name not in LOSSES and name in LOSS_MODULES: importlib.import_module(LOSS_MODULES[name])
-    if name not in LOSSES: raise ValueError(f"unknown loss {name!r}; registered: {', '.join(sorted(LOSSES))}")
-    params = list(inspect.signature(LOSSES[name]).parameters.values())[1:]
-    return {p.name: p.default for p in params}
-
-
-def build_loss(name: str, num_classes: int, **options) -> nn.Module:
-    "The registered loss `name` for `num_classes` classes, with `options` (an option it does not take is an error)."
-    unknown = sorted(set(options) - set(loss_options(name)))
-    if unknown: raise ValueError(f"the {name} loss takes no option {', '.join(unknown)}; it takes "
-                                 f"{', '.join(loss_options(name))}")
-    return LOSSES[name](num_classes, **options)
-
-# %% ../nbs/07_loss.ipynb #93334e4c
 def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
     "Bilinear resize of `logits: [B, K, h, w]` to `size` (H, W); a no-op at the same size."
     if tuple(logits.shape[-2:]) == tuple(size): return logits
@@ -71,7 +39,6 @@ def seg_cross_entropy(logits, labels, ignore_index: int = 255) -> torch.Tensor:
     return ce / (labels != ignore_index).sum().clamp(min=1)
 
 
-@register_loss("ce")
 class SegCELoss(nn.Module):
     "Pixel-wise cross-entropy only (the baseline), with the same call interface as `ContextrastLoss`."
     def __init__(self, num_classes: int, ignore_index: int = 255):
@@ -83,10 +50,9 @@ class SegCELoss(nn.Module):
         ce = seg_cross_entropy(upsample_logits(logits, labels.shape[-2:]), labels, self.ignore_index)
         return {"total": ce, "ce": ce.detach()}
 
-# %% ../nbs/07_loss.ipynb #4922b94e
+# %% ../nbs/07_loss.ipynb #93334e4c
 SAMPLING = ("bane", "semi_hard", "random")
 
-@register_loss("contextrast")
 class ContextrastLoss(nn.Module):
     """Eq. 5: `L = L_CE + λ Σ_l λ_l L_PA^l` over any number of layers (shallow to deep).
 
@@ -139,7 +105,8 @@ class ContextrastLoss(nn.Module):
         errors = class_error_maps(pred, labels, self.num_classes, size=size, ignore_index=self.ignore_index,
                                   check=False)
         if self.sampling == "semi_hard": return error_maps_per_class(errors, self.num_classes)
-        return bane_negatives(errors, distance_transform(errors), self.num_classes, self.ratio, generator=generator)
+        return bane_negatives(errors, distance_transform(errors), self.num_classes, self.ratio, generator=generator,
+                              check=False)
 
     def layer_anchors(self, embeddings, ys):
         "The anchors `(â^l [C, D], present^l [C])` of every layer: Eq. 1, then Eq. 2 when `fusion` is on."
@@ -179,3 +146,39 @@ class ContextrastLoss(nn.Module):
         out["total"] = ce + self.loss_weight * pa
         if return_samples: out["samples"] = samples
         return out
+
+# %% ../nbs/07_loss.ipynb #4922b94e
+LOSSES: dict[str, type] = {}
+
+def register_loss(name: str):
+    "Class decorator: make the loss constructible as `build_loss(name, num_classes, ...)`."
+    def add(cls):
+        if name in LOSSES and LOSSES[name] is not cls: raise ValueError(f"a loss named {name!r} is already registered")
+        LOSSES[name] = cls
+        return cls
+    return add
+
+
+# losses registered by other modules, imported the first time their name is asked for
+LOSS_MODULES = {"contextrast_pp": "contextrast.contextrast_pp", "contrastiveseg": "contextrast.baselines",
+                "region_contrast": "contextrast.baselines", "multiscale_contrast": "contextrast.baselines"}
+
+
+def loss_options(name: str) -> dict:
+    "The keyword options of loss `name` and their defaults (`num_classes` aside)."
+    if name not in LOSSES and name in LOSS_MODULES: importlib.import_module(LOSS_MODULES[name])
+    if name not in LOSSES: raise ValueError(f"unknown loss {name!r}; registered: {', '.join(sorted(LOSSES))}")
+    params = list(inspect.signature(LOSSES[name]).parameters.values())[1:]
+    return {p.name: p.default for p in params}
+
+
+def build_loss(name: str, num_classes: int, **options) -> nn.Module:
+    "The registered loss `name` for `num_classes` classes, with `options` (an option it does not take is an error)."
+    unknown = sorted(set(options) - set(loss_options(name)))
+    if unknown: raise ValueError(f"the {name} loss takes no option {', '.join(unknown)}; it takes "
+                                 f"{', '.join(loss_options(name))}")
+    return LOSSES[name](num_classes, **options)
+
+
+register_loss("ce")(SegCELoss)
+register_loss("contextrast")(ContextrastLoss)

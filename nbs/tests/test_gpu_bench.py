@@ -1,5 +1,6 @@
-"""bench/gpu.py, the script prepared for a GPU machine, runs end to end on a CPU at tiny sizes."""
+"""bench/gpu.py, the device check prepared for a GPU machine, runs every section on a CPU at tiny sizes, from outside the repository."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,12 +8,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_bench_runs_on_a_cpu(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--tiny", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=1200)   # a guard against a hang, not a time limit
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    res = json.loads((tmp_path / "gpu.json").read_text())
-    assert res["parity"]["ok"] and res["parity"]["loss_rel_diff"] == 0.0          # CPU against itself
-    assert res["distance"]["ok"] and res["precision"] == {"bf16": True, "fp16": True}
-    for case in res["cost"].values():
-        assert case["ce"]["finite"] and case["contextrast"]["finite"] and case["images_per_s_ratio"] > 0
+def run(tmp_path, *args):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}        # a bare checkout: nothing on the path
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--tiny", *args],
+                          capture_output=True, text=True, timeout=1800, cwd=tmp_path, env=env)   # a guard against a hang
+
+
+def test_gpu_bench_runs_every_section_on_a_cpu(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    r = run(tmp_path, "--out", str(out), "--work", str(work), "--fail", "environment")
+    res = json.loads((out / "gpu.json").read_text())
+    sections = res["sections"]
+    assert len(sections) >= 10, sections.keys()
+    # the injected failure is recorded, and every other section still ran
+    assert sections["environment"]["status"] == "error" and "injected" in sections["environment"]["error"]
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    bad = {n: s for n, s in sections.items() if n != "environment" and s["status"] != "ok"}
+    assert not bad, json.dumps(bad, indent=1)[-4000:]
+    assert r.stdout.count(": ok (") >= 10
+    assert sections["parity"]["loss_rel_diff"] == 0.0                         # the CPU against itself
+    assert sections["resume"]["bitwise"] and sections["determinism"]["bitwise"]
+    assert sections["distance"]["multilabel"]["infinite"] > 0 and sections["distance"]["multilabel"]["same_infinities"]
+    assert sections["syncs"]["contextrast"]["dispatch"] <= 8 and sections["syncs"]["contextrast_pp"]["dispatch"] <= 10
+    assert sections["distributed"]["backend"] == "gloo"
+    for name, case in sections["cost"].items():
+        if isinstance(case, dict): assert case["time_ratio"]["ce_plain"] == 1.0 and case["contextrast"]["finite"]
+    assert list(out.iterdir()) == [out / "gpu.json"]                            # run directories stay out of the results
+    assert any(work.iterdir())
+
+
+def test_gpu_bench_budget_skips_what_would_not_fit(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--out", str(tmp_path),
+                        "--budget", "3", "--only", "environment", "parity", "cost", "camvid"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    res = json.loads((tmp_path / "gpu.json").read_text())["sections"]
+    assert res["environment"]["status"] == "ok", r.stderr[-2000:]
+    assert res["environment"]["contextrast"] == str(ROOT / "contextrast")       # this checkout, not an installed copy
+    assert res["cost"]["status"] == "skipped" and res["camvid"]["status"] == "skipped" and "budget" in res["cost"]["reason"]

@@ -1,0 +1,111 @@
+"""CPU cost of a training step at the CamVid study's setting, per loss, measured side by side in one process.
+
+    python bench/loss_step.py [--rounds 3] [--steps 2] [--profile]
+
+fpn_r18 from scratch, 11 classes, 180×240 crops, batch 8, bf16 autocast, one thread (the `camvid_cpu`
+preset): forward, loss, backward and SGD update of the plain network under cross-entropy (`ce`: the
+projection heads do not run), and of the network with its heads under `contextrast` and `contextrast_pp`.
+The arms alternate `--rounds` times, `--steps` steps each after one warm-up step each, on the same
+batch (labels: smooth random regions); the ratios to `ce` are taken from medians within this run.
+`--loss-only` times the loss's forward and backward alone, on the network's bf16 outputs for that batch
+(more repeats for the same time: the part the losses differ in). `--profile` prints the operators that take the most time in one Contextrast step. `--base COMMIT` adds
+the loss arms with the package of git commit COMMIT (the same networks): before and after in one run.
+"""
+import argparse, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from contextrast.loss import build_loss  # noqa: E402
+from contextrast.models import build_model, build_network  # noqa: E402
+
+C, SIZE, BATCH, D = 11, (180, 240), 8, 256
+
+
+class Plain(torch.nn.Module):
+    def __init__(self, net): super().__init__(); self.net = net
+    def forward(self, x): return {"logits": self.net.forward_stages(x)["logits"], "embeddings": None}
+
+
+def base_build_loss(commit):
+    "`build_loss` of the package at git commit `commit`, imported beside this checkout's."
+    tmp = tempfile.mkdtemp()
+    subprocess.run(f"git -C {ROOT} archive {commit} contextrast | tar -x -C {tmp}", shell=True, check=True)
+    saved = {k: sys.modules.pop(k) for k in [k for k in sys.modules if k.startswith("contextrast")]}
+    sys.path.insert(0, tmp)
+    import contextrast.contextrast_pp  # noqa: F401
+    from contextrast.loss import build_loss as old
+    sys.path.remove(tmp)
+    for k in [k for k in sys.modules if k.startswith("contextrast")]: del sys.modules[k]
+    sys.modules.update(saved)
+    return old
+
+
+def arm(name, losses=None):
+    torch.manual_seed(0)
+    kind = name.split("@")[0]
+    model = Plain(build_network("fpn_r18", C)) if kind == "ce" else build_model("fpn_r18", C, embed_dim=D)
+    loss = (losses or build_loss)("ce" if kind == "ce_heads" else kind, C, **({"embed_dim": D} if kind == "contextrast_pp" else {}))
+    opt = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.01, momentum=0.9)
+    return model.train(), loss, opt
+
+
+def step(model, loss, opt, x, y):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        total = loss(out["logits"], out["embeddings"], y)["total"]
+    opt.zero_grad(set_to_none=True); total.backward(); opt.step()
+    return float(total.detach())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--arms", nargs="*", default=["ce", "ce_heads", "contextrast", "contextrast_pp"],
+                   help="ce (plain network), ce_heads (cross-entropy, heads running), contextrast, contextrast_pp")
+    p.add_argument("--base", help="also time the contextrast arms with the package of this git commit")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--loss-only", action="store_true", help="time the loss's forward and backward alone")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 3, *SIZE, generator=g)
+    y = F.interpolate(torch.rand(BATCH, C, 6, 8, generator=g), size=SIZE, mode="bilinear").argmax(1)
+    arms = {n: arm(n) for n in a.arms}
+    if a.base:
+        old = base_build_loss(a.base)
+        arms.update({f"{n}@{a.base}": arm(n, old) for n in a.arms if n.startswith("contextrast")})
+    if a.loss_only:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = arms[next(n for n in arms if n.startswith("contextrast"))][0](x)
+        logits, embs = out["logits"].detach(), [e.detach() for e in out["embeddings"]]
+        def loss_step(model, loss, opt, x, y):
+            l, es = logits.clone().requires_grad_(), [e.clone().requires_grad_() for e in embs]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                total = loss(l, es, y)["total"]
+            total.backward()
+        global step
+        step = loss_step
+    for n in arms: step(*arms[n], x, y)
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof: step(*arms["contextrast"], x, y)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    times = {n: [] for n in arms}
+    for _ in range(a.rounds):
+        for n in arms:
+            for _ in range(a.steps):
+                t = time.perf_counter(); step(*arms[n], x, y); times[n].append(time.perf_counter() - t)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    for n in arms:
+        ratios = "".join(f"  to {r} {med[n] / med[r]:.3f}" for r in ("ce", "ce_heads") if r in med)
+        print(f"{n:26s} {med[n]:.3f} s/step  {BATCH / med[n]:5.1f} images/s{ratios}")
+
+
+if __name__ == "__main__":
+    main()
