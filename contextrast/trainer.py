@@ -75,6 +75,7 @@ class Trainer:
     `train_set`, `val_set` and `model` default to the ones `cfg` names (passing them serves tests
     and notebooks). `progress`: draw the progress bar (default: on a terminal, not under pytest);
     `verbose`: status lines on stderr (process 0 only)."""
+    train_seconds = 0.0          # seconds in training steps, this process
     def __init__(self, cfg: Config, train_set=None, val_set=None, model: nn.Module | None = None,
                  progress: bool | None = None, verbose: bool = True):
         self.cfg = cfg = cfg.check()
@@ -295,7 +296,9 @@ class Trainer:
                     except Exception:
                         if self._stop_signal is None: raise
                         break                 # a signal to the whole job (a scheduler's SIGTERM) may stop the loader's workers
+                    step = time.perf_counter()
                     values = self.train_step(images, labels)
+                    self.train_seconds += time.perf_counter() - step
                     for k, v in values.items(): sums[k] = sums.get(k, 0.0) + v
                     n += 1
                     bar.update(self.iteration, values)
