@@ -24,12 +24,10 @@ from .fusion import fuse_anchors
 from .trainer import Trainer
 
 # %% auto #0
-__all__ = ['DISTANCE_BINS', 'nan_mean', 'feature_metrics', 'head_input', 'embedding_analysis', 'analyse_study', 'main']
+__all__ = ['DISTANCE_BINS', 'feature_metrics', 'head_input', 'embedding_analysis', 'analyse_study', 'main']
 
 # %% ../nbs/33_feature_analysis.ipynb #100bd043
-def nan_mean(x: torch.Tensor) -> float:
-    "Mean of the non-NaN entries of `x`, NaN when there are none."
-    return float(torch.nanmean(x)) if bool((~x.isnan()).any()) else math.nan
+from .metrics import nan_mean  # the mean of the non-NaN entries, NaN when there are none
 
 # ## Feature metrics: alignment and uniformity
 #
