@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import contextrast.baselines  # noqa: F401  (registers the peers' losses by name)
-from .config import Config, flag_of
+from .config import Config, flags_of
 from .loss import loss_options
 
 # %% auto #0
@@ -98,11 +98,8 @@ def command_of(study: Study, arm: str, seed: int, mode: str) -> str:
 
 def arm_command(study: Study, arm: str, preset: str = "cityscapes", gpus: int = 8) -> str:
     "The `torchrun` command that trains `arm` of `study` at paper scale (the `preset`'s recipe) on `gpus` GPUs."
-    parts = []
-    for k, v in {**study.base, **study.arms[arm]}.items():
-        if isinstance(v, bool): parts.append(flag_of(k) if v else "--no-" + k.replace("_", "-"))
-        else: parts.append(f"{flag_of(k)} {' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}")
-    return f"torchrun --nproc_per_node {gpus} -m contextrast.train --preset {preset} " + " ".join(parts)
+    return (f"torchrun --nproc_per_node {gpus} -m contextrast.train --preset {preset} "
+            + " ".join(flags_of({**study.base, **study.arms[arm]})))
 
 # %% ../nbs/20_experiments.ipynb #da73c354
 add_study(Study(
