@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from .runner import EXTRAS, peak_memory_mb, save_evaluation, train_and_evaluate
 from .stats import iou_of, summarize, summary_table
 
 # %% auto #0
-__all__ = ['TIMING', 'run_dir', 'run_one', 'run_study', 'collect', 'write_runs', 'reevaluate', 'study_parser', 'main']
+__all__ = ['TIMING', 'run_dir', 'run_one', 'run_study', 'collect', 'write_runs', 'reevaluate', 'smoke_study', 'committed_results',
+           'smoke_pipeline', 'study_parser', 'main']
 
 # %% ../nbs/20c_studies.ipynb #fbbb4e1b
 def run_dir(runs_root, cfg: Config) -> Path:
@@ -164,6 +167,64 @@ def reevaluate(study: Study, mode: str = "default", arms=None, seeds=None, runs_
             save_evaluation(ev, d, missing)
             if verbose: print(f"  {a} seed {s}: evaluated again, same predictions; {', '.join(missing)} counts written", flush=True)
     return collect(study, mode, arms, seeds, runs_root, out)
+
+# %% ../nbs/20c_studies.ipynb #39db8987
+def smoke_study(study: Study, arms, seed: int = 0) -> str:
+    "Run `arms` of `study` in smoke mode for `seed` in a temporary directory, check their rows, and say so in a line."
+    with tempfile.TemporaryDirectory() as d:
+        rows = read_runs(run_study(study, "smoke", arms=list(arms), seeds=[seed], runs_root=f"{d}/runs",
+                                   out=f"{d}/results", verbose=False))
+    got = [(r["arm"], int(r["iterations"])) for r in rows]
+    want = [(a, study.config(a, seed, "smoke").iterations) for a in arms]
+    if got != want: raise RuntimeError(f"smoke runs of {study.name}: rows {got}, expected {want}")
+    if not all(math.isfinite(float(r["miou"])) for r in rows): raise RuntimeError(f"smoke runs of {study.name}: a mIoU is not finite")
+    return f"{len(study.arms)} arms × {len(study.seeds)} seeds; smoke runs of {', '.join(arms)}: rows written, finite mIoU"
+
+
+def committed_results(study: Study, out="../results", mode: str = "default") -> str:
+    "Whether `out/<study>` holds every run, measured by this code (else what is missing or stale), then its table."
+    problems = check_study(study, out, mode)
+    head = "\n".join(problems) if problems else f"results/{study.name}: every run present, measured by this code"
+    return head + "\n" + summary_table(summarize(Path(out) / study.name, mode), study.reference)
+
+
+def smoke_pipeline(cfg: Config, work, classes) -> list[str]:
+    """The pipeline on `cfg`, a smoke config of 4 iterations validated at 2 and 4, in the folder `work`: a straight
+    run, a run of 2 iterations resumed from its checkpoint for 2 more (bit-identical weights), and `run_one`'s row
+    (finite mIoU, one IoU per name of `classes`). Returns a line per part; raises on the first failed check."""
+    from contextrast.checkpoint import read_checkpoint
+    from contextrast.runlog import read_log
+    from contextrast.trainer import Trainer
+    work = Path(work)
+    def need(ok, what):
+        if not ok: raise AssertionError(f"{cfg.dataset} smoke pipeline: {what}")
+    straight = Trainer(Config.from_dict({**cfg.to_dict(), "out_dir": str(work / "straight")}), verbose=False)
+    result = straight.fit()
+    log = read_log(straight.run_dir / "train.csv")
+    losses = [k for k in log if k == "total" or k == "ce" or k.startswith("pa")]
+    last, best = (read_checkpoint(straight.run_dir / f) for f in ("last.pt", "best.pt"))
+    need(list(log["iteration"]) == [1, 2, 3, 4], f"logged iterations {list(log['iteration'])}")
+    need(all(np.isfinite(log[k]).all() for k in losses), "a logged loss is not finite")
+    need(last["iteration"] == 4 and best["iteration"] == result["best"]["iteration"] and best["iteration"] in (2, 4),
+         f"last.pt at {last['iteration']}, best.pt at {best['iteration']}")
+    need(list(read_log(straight.run_dir / "val.csv")["iteration"]) == [2, 4], "validations not at 2 and 4")
+    need(result["final"] is not None and np.isfinite(result["final"]["miou"]), "no finite final mIoU")
+    first = Trainer(Config.from_dict({**cfg.to_dict(), "out_dir": str(work / "split")}), verbose=False)
+    first.fit(until=2)
+    need(read_checkpoint(work / "split" / "last.pt")["iteration"] == 2, "no checkpoint at iteration 2")
+    second = Trainer.resume(work / "split" / "last.pt", verbose=False)
+    second.fit()
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    gap = max((a[k].double() - b[k].double()).abs().max().item() for k in a) if list(a) == list(b) else math.inf
+    need(gap == 0, f"the resumed run ends {gap} away from the straight one")
+    row = run_one(cfg, work / "row")
+    need(np.isfinite(row["miou"]) and row["classes"] == list(classes) and len(row["iou"]) == len(classes)
+         and row["iterations"] == 4 and (work / "row" / "result.json").exists(), "the results row")
+    return [f"{len(log['iteration'])} iterations, {len(losses)} loss columns all finite; last.pt at iteration "
+            f"{last['iteration']}, best.pt written",
+            f"{second.iteration} iterations after a resume at 2: the straight run's weights exactly",
+            f"result.json: finite miou, {len(row['iou'])} per-class IoUs, {row['images']} evaluation images; "
+            f"fields {', '.join(sorted(row))}"]
 
 # %% ../nbs/20c_studies.ipynb #8704d2ab
 def study_parser() -> argparse.ArgumentParser:
