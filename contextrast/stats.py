@@ -192,24 +192,41 @@ def summary_table(rows, reference: str = "ce") -> str:
 
 
 def class_comparison(study_dir, ref: str, arm: str, seeds, classes=None, mode: str = "default", n: int = 2000,
-                     marked=()) -> str:
+                     marked=(), band: int | None = None) -> str:
     """Per class: `ref`'s and `arm`'s IoU (mean over `seeds`), the difference and its 95 % interval over seeds and
-    images (`paired_interval`), classes in `marked` flagged; then the boundary mIoU per band width likewise."""
+    images (`paired_interval`), classes in `marked` flagged; with `band`, the same for the boundary IoU at that band
+    width beside it. Then the boundary mIoU per band width likewise."""
     rows = {(r["arm"], int(r["seed"])): r for r in read_runs(study_dir) if r["mode"] == mode}
     classes = classes or [k[4:] for k in rows[ref, seeds[0]] if k.startswith("iou_")]
     pc = paired_bootstrap(load_confusions(study_dir, ref, seeds, mode), load_confusions(study_dir, arm, seeds, mode),
                           n, per_class=True)
     mean = lambda a, k: 100 * np.mean([float(rows[a, s][k]) for s in seeds])
-    iv = lambda lo, hi: "      -" if math.isnan(lo) else f"[{100 * lo:+5.1f}, {100 * hi:+5.1f}]"
-    lines = [f"{'class':<12} {ref:>12} {arm:>12} {'Δ':>7}   95 % interval (seeds and images)"]
-    for k, c in enumerate(classes):
-        lines.append(f"{c:<12} {mean(ref, 'iou_' + c):12.1f} {mean(arm, 'iou_' + c):12.1f} {100 * pc['diff'][k]:+7.1f}   "
-                     f"{iv(pc['lo'][k], pc['hi'][k])}{'   ' + 'thin' if c in marked else ''}")
-    (bref, dil), (barm, _) = load_boundary(study_dir, ref, seeds, mode), load_boundary(study_dir, arm, seeds, mode)
-    bb = boundary_bootstrap(bref, barm, n)
-    for k, d in enumerate(dil):
+    iv = lambda lo, hi: "      -       " if math.isnan(lo) else f"[{100 * lo:+5.1f}, {100 * hi:+5.1f}]"
+    have_counts = all(result_file(study_dir, "boundary", a, s, mode).exists() for a in (ref, arm) for s in seeds)
+    if have_counts:
+        (bref, dil), (barm, _) = load_boundary(study_dir, ref, seeds, mode), load_boundary(study_dir, arm, seeds, mode)
+    if band is not None:
+        if not have_counts: raise ValueError(f"{study_dir}: no per-image boundary counts for every seed of {ref} and {arm}")
+        k = dil.index(band)
+        edge = boundary_bootstrap(bref, barm, n, per_class=True)
+        biou = {a: 100 * _nanmean(boundary_iou_of(c.sum(1)), 0)[k] for a, c in ((ref, bref), (arm, barm))}
+    head = f"{'class':<12} {ref:>12} {arm:>12} {'Δ':>6}  95 % seeds+images"
+    lines = [head + (f"   B-IoU@{band} {ref:>7} {arm:>12} {'Δ':>6}  95 % seeds+images" if band is not None else "")]
+    for i, c in enumerate(classes):
+        line = f"{c:<12} {mean(ref, 'iou_' + c):12.1f} {mean(arm, 'iou_' + c):12.1f} {100 * pc['diff'][i]:+6.1f}  {iv(pc['lo'][i], pc['hi'][i])}"
+        if band is not None:
+            line += (f"   {'':7} {biou[ref][i]:7.1f} {biou[arm][i]:12.1f} {100 * edge['diff'][k, i]:+6.1f}  "
+                     f"{iv(edge['lo'][k, i], edge['hi'][k, i])}")
+        lines.append(line + ("   thin" if c in marked else ""))
+    if have_counts: bb, how = boundary_bootstrap(bref, barm, n), ""
+    else:                  # runs made before they kept per-image boundary counts: the seeds' variation alone
+        dil = (5, 7, 10)
+        d = np.array([[float(rows[arm, s][f"b_miou_{w}"]) - float(rows[ref, s][f"b_miou_{w}"]) for w in dil] for s in seeds])
+        half = _scipy_stats.t.ppf(0.975, len(seeds) - 1) * d.std(0, ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else np.nan
+        bb, how = {"diff": d.mean(0), "lo": d.mean(0) - half, "hi": d.mean(0) + half}, "   (seeds only: no per-image counts)"
+    for i, d in enumerate(dil):
         lines.append(f"B-mIoU@{d:<5} {mean(ref, f'b_miou_{d}'):12.2f} {mean(arm, f'b_miou_{d}'):12.2f} "
-                     f"{100 * bb['diff'][k]:+7.2f}   {iv(bb['lo'][k], bb['hi'][k])}")
+                     f"{100 * bb['diff'][i]:+6.2f}  {iv(bb['lo'][i], bb['hi'][i])}{how}")
     return "\n".join(lines)
 
 
