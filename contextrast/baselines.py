@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .anchors import class_anchors, downsample_labels
 from .core import check_labels
-from .infonce import MASKED_LOGIT, pixel_anchor_loss, sample_per_class
+from .infonce import nce_pair_terms, pixel_anchor_loss, sample_per_class
 from .loss import register_loss, seg_cross_entropy, upsample_logits
 from .models import ProjectionHead
 
@@ -63,13 +63,8 @@ def supervised_nce(pos_logits, pos_mask, neg_logits, neg_mask):
     Row i is `-mean_{j∈P_i} log(exp p_ij / (exp p_ij + Σ_{n∈N_i} exp n_in))`, computed stably in
     float32. Returns `(loss [Q], has_pos [Q] bool)`.
     """
-    logits = pos_logits.float()
-    neg = neg_logits.float().masked_fill(~neg_mask, MASKED_LOGIT)
-    if neg.shape[1] == 0: neg = logits.new_full((len(logits), 1), MASKED_LOGIT)
-    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)
-    per_pair = torch.logaddexp(logits, lse_neg) - logits
     n_pos = pos_mask.sum(1)
-    loss = torch.where(pos_mask, per_pair, torch.zeros_like(per_pair)).sum(1) / n_pos.clamp(min=1)
+    loss = nce_pair_terms(pos_logits.float(), neg_logits.float(), pos_mask, neg_mask).sum(1) / n_pos.clamp(min=1)
     return loss, n_pos > 0
 
 

@@ -19,7 +19,7 @@ from .models import MODELS
 __all__ = ['AMP_MODES', 'EVAL_MODES', 'PAPER_SCALES', 'RENAMED_FIELDS', 'RENAMED_VALUES', 'FUSION_MODES', 'PRESETS',
            'PRESET_OF_DATASET', 'LOSS_FIELDS', 'CONTEXTRAST_LOSSES', 'FIELD_HELP', 'FLAG_ALIASES', 'NEGATIVE_ALIASES',
            'CONSTANT_ALIASES', 'TUPLE_FIELDS', 'FIELD_CHOICES', 'known_losses', 'Config', 'unused_loss_fields',
-           'loss_settings', 'flag_of', 'add_config_flags', 'settings_of', 'config_from_options']
+           'loss_settings', 'flag_of', 'flags_of', 'add_config_flags', 'settings_of', 'config_from_options']
 
 # %% ../nbs/12_config.ipynb #ae552ede
 AMP_MODES = tuple(AMP_DTYPES)                     # off, bf16, fp16
@@ -265,6 +265,12 @@ FIELD_CHOICES = {"dataset": sorted(DATASETS), "model": MODELS, "amp": list(AMP_M
 def flag_of(field: str) -> str:
     "The command-line flag of a config field: `loss_weight` → `--loss-weight`."
     return "--" + field.replace("_", "-")
+
+
+def flags_of(settings: dict) -> list[str]:
+    "The command-line options that set the config fields `settings` (what `add_config_flags` parses back)."
+    return [(flag_of(k) if v else "--no-" + k.replace("_", "-")) if isinstance(v, bool) else
+            f"{flag_of(k)} {' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in settings.items()]
 
 
 def add_config_flags(parser: argparse.ArgumentParser):

@@ -35,7 +35,7 @@ class ContextrastPPLoss(ContextrastLoss):
                  max_samples: int = 1024, detach_global: bool = False, ignore_index: int = 255):
         if fusion not in FUSION_MODES: raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
         super().__init__(num_classes, layer_weights, loss_weight, alpha, beta, temperature, sampling, ratio,
-                         fusion != "none", per_class_mean, normalize_anchors, random_fill, max_samples,
+                         "none" if fusion == "none" else "static", per_class_mean, normalize_anchors, random_fill, max_samples,
                          detach_global, ignore_index)
         self.fusion_mode, self.aa_loss, self.embed_dim = fusion, aa_loss, embed_dim
         self.adaptive = (AdaptiveFusionLayers(len(self.layer_weights), embed_dim, alpha, beta, token_size,

@@ -20,7 +20,7 @@ from .metrics import BoundaryIoU, ConfusionMatrix
 
 # %% auto #0
 __all__ = ['AMP_DTYPES', 'autocast', 'whole_inference', 'window_starts', 'slide_inference', 'predict', 'validate',
-           'metrics_table', 'class_palette', 'show_image', 'evaluate']
+           'metrics_table', 'class_palette', 'show_image', 'prediction_panel', 'evaluate']
 
 # %% ../nbs/11_evaluate.ipynb #b4f7e54b
 AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -151,16 +151,20 @@ def show_image(image: torch.Tensor) -> np.ndarray:
     return ((x - lo) / (hi - lo).clamp(min=1e-6)).permute(1, 2, 0).numpy()
 
 # %% ../nbs/11_evaluate.ipynb #8cb210f6
+def prediction_panel(axes, image, labels, pred, palette):
+    "Draw `image`, its `labels` and the prediction `pred` (coloured with `palette`) into three matplotlib `axes`."
+    for a, im, title in zip(axes, (show_image(image), colorize(labels, palette), colorize(pred, palette)),
+                            ("image", "labels", "prediction")):
+        a.imshow(im); a.set_title(title, fontsize=9); a.axis("off")
+
+
 def _save_prediction(save_dir: Path, i: int, image, labels, pred, palette):
     from PIL import Image
     from matplotlib.figure import Figure
     save_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(colorize(pred, palette)).save(save_dir / f"{i:04d}.png")
-    shown = show_image(image)
     fig = Figure(figsize=(9, 3), layout="constrained")
-    for a, im, title in zip(fig.subplots(1, 3), (shown, colorize(labels, palette), colorize(pred, palette)),
-                            ("image", "labels", "prediction")):
-        a.imshow(im); a.set_title(title, fontsize=9); a.axis("off")
+    prediction_panel(fig.subplots(1, 3), image, labels, pred, palette)
     fig.savefig(save_dir / f"{i:04d}_panel.png", dpi=90)
 
 

@@ -24,12 +24,10 @@ from .fusion import fuse_anchors
 from .trainer import Trainer
 
 # %% auto #0
-__all__ = ['DISTANCE_BINS', 'nan_mean', 'feature_metrics', 'head_input', 'embedding_analysis', 'analyse_study', 'main']
+__all__ = ['DISTANCE_BINS', 'feature_metrics', 'head_input', 'embedding_analysis', 'analyse_study', 'main']
 
 # %% ../nbs/33_feature_analysis.ipynb #100bd043
-def nan_mean(x: torch.Tensor) -> float:
-    "Mean of the non-NaN entries of `x`, NaN when there are none."
-    return float(torch.nanmean(x)) if bool((~x.isnan()).any()) else math.nan
+from .metrics import nan_mean  # the mean of the non-NaN entries, NaN when there are none
 
 # ## Feature metrics: alignment and uniformity
 #
@@ -210,13 +208,14 @@ def embedding_analysis(model, dataset, num_classes: int, device="cpu", heads: bo
 # %% ../nbs/33_feature_analysis.ipynb #7a06d4c6
 def analyse_study(study, mode: str = "default", runs_root="runs/studies", out="results", verbose: bool = True) -> Path:
     "`embedding_analysis` of every run of `study` from its final weights, to `out/<study>/features/`."
-    from contextrast.experiments import _run_dir, git_commit
+    from contextrast.provenance import git_commit
+    from contextrast.study import run_dir
     dest = Path(out) / study.name / "features"
     dest.mkdir(parents=True, exist_ok=True)
     for a in study.arms:
         for s in study.seeds:
             cfg = study.config(a, s, mode)
-            d = _run_dir(runs_root, cfg)
+            d = run_dir(runs_root, cfg)
             if not (d / "result.json").exists() or not (d / "last.pt").exists():
                 raise RuntimeError(f"run {a} seed {s} of {study.name} has not finished in {d}: run the study first")
             trainer = Trainer(Config.from_dict({**cfg.to_dict(), "out_dir": str(d)}), progress=False, verbose=False)

@@ -12,10 +12,19 @@ from .anchors import downsample_labels
 from .core import check_labels
 
 # %% auto #0
-__all__ = ['MASKED_LOGIT', 'nce_from_logits', 'info_nce', 'sample_per_class', 'pixel_anchor_loss']
+__all__ = ['MASKED_LOGIT', 'nce_pair_terms', 'nce_from_logits', 'info_nce', 'sample_per_class', 'pixel_anchor_loss']
 
 # %% ../nbs/03_infonce.ipynb #a9896ecb
 MASKED_LOGIT = -1e9  # a logit whose exp is 0 in float32, finite so empty sets keep finite gradients
+
+def nce_pair_terms(pos, neg, pos_mask, neg_mask=None):
+    "`[Q, P]`: `-log(exp(pos) / (exp(pos) + Σ exp(neg)))` of each valid (query, positive) pair, 0 where `pos_mask` is False."
+    if neg_mask is not None: neg = neg.masked_fill(~neg_mask, MASKED_LOGIT)
+    if neg.shape[1] == 0: neg = pos.new_full((pos.shape[0], 1), MASKED_LOGIT)
+    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)                  # [Q, 1]
+    per_pair = torch.logaddexp(pos, lse_neg) - pos                       # -log softmax of the positive
+    return torch.where(pos_mask, per_pair, torch.zeros_like(per_pair))
+
 
 def nce_from_logits(pos, neg, pos_mask=None, neg_mask=None, per_query_mean: bool = False):
     """InfoNCE from similarity logits already divided by τ: `pos: [Q, P]`, `neg: [Q, N]`, float32.
@@ -26,11 +35,7 @@ def nce_from_logits(pos, neg, pos_mask=None, neg_mask=None, per_query_mean: bool
     (with a gradient path) when there are no valid pairs.
     """
     if pos_mask is None: pos_mask = torch.ones_like(pos, dtype=torch.bool)
-    if neg_mask is not None: neg = neg.masked_fill(~neg_mask, MASKED_LOGIT)
-    if neg.shape[1] == 0: neg = pos.new_full((pos.shape[0], 1), MASKED_LOGIT)
-    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)                  # [Q, 1]
-    per_pair = torch.logaddexp(pos, lse_neg) - pos                       # -log softmax of the positive
-    per_pair = torch.where(pos_mask, per_pair, torch.zeros_like(per_pair))
+    per_pair = nce_pair_terms(pos, neg, pos_mask, neg_mask)
     per_query = pos_mask.sum(1)                                          # [Q]
     pairs = per_query.sum()
     if per_query_mean:

@@ -57,7 +57,7 @@ class ContextrastLoss(nn.Module):
     """Eq. 5: `L = L_CE + λ Σ_l λ_l L_PA^l` over any number of layers (shallow to deep).
 
     `loss_weight` is λ, `layer_weights` the λ_l; `alpha`, `beta` the weights α, β of the fusion (Eq. 2,
-    `fusion`: True or `"static"`; False or `"none"` keeps each layer's own anchors); `temperature` τ;
+    `fusion`: `"static"`; `"none"` keeps each layer's own anchors); `temperature` τ;
     `sampling` the negatives (`SAMPLING`), `ratio` BANE's share K_s of each class's error pixels
     (0: none); `per_class_mean` averages each layer's loss per class first (Eq. 4), `normalize_anchors`
     scales anchors to unit length, `random_fill` fills each class's negatives up to `max_samples` with
@@ -71,7 +71,7 @@ class ContextrastLoss(nn.Module):
     """
     def __init__(self, num_classes: int, layer_weights: Sequence[float] = (1.0, 0.7, 0.4, 0.1),
                  loss_weight: float = 0.1, alpha: float = 0.3, beta: float = 0.7, temperature: float = 0.1,
-                 sampling: str = "bane", ratio: float = 0.5, fusion: bool | str = True, per_class_mean: bool = True,
+                 sampling: str = "bane", ratio: float = 0.5, fusion: str = "static", per_class_mean: bool = True,
                  normalize_anchors: bool = False, random_fill: bool = True, max_samples: int = 1024,
                  detach_global: bool = False, ignore_index: int = 255):
         super().__init__()
@@ -79,9 +79,8 @@ class ContextrastLoss(nn.Module):
         if not 0 <= ratio <= 1: raise ValueError(f"ratio must be in [0, 1], got {ratio}")
         if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
         if max_samples < 1: raise ValueError(f"max_samples must be at least 1, got {max_samples}")
-        if fusion not in (True, False, "static", "none"):
+        if fusion not in ("static", "none"):
             raise ValueError(f"fusion must be static or none (adaptive fusion is the contextrast_pp loss's), got {fusion!r}")
-        fusion = fusion in (True, "static")
         self.num_classes, self.layer_weights, self.loss_weight = num_classes, tuple(layer_weights), loss_weight
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.sampling, self.ratio, self.fusion, self.max_samples = sampling, ratio, fusion, max_samples
@@ -90,7 +89,7 @@ class ContextrastLoss(nn.Module):
 
     def extra_repr(self):
         return (f"num_classes={self.num_classes}, layer_weights={self.layer_weights}, loss_weight={self.loss_weight}, "
-                f"sampling={self.sampling!r}, ratio={self.ratio}, fusion={self.fusion}, alpha={self.alpha}, "
+                f"sampling={self.sampling!r}, ratio={self.ratio}, fusion={self.fusion!r}, alpha={self.alpha}, "
                 f"beta={self.beta}, per_class_mean={self.per_class_mean}, normalize_anchors={self.normalize_anchors}, "
                 f"random_fill={self.random_fill}")
 
@@ -112,7 +111,7 @@ class ContextrastLoss(nn.Module):
         "The anchors `(â^l [C, D], present^l [C])` of every layer: Eq. 1, then Eq. 2 when `fusion` is on."
         per_layer = [class_anchors(e, y, self.num_classes, self.ignore_index, self.normalize_anchors, check=False)[:2]
                      for e, y in zip(embeddings, ys)]
-        if not self.fusion: return per_layer
+        if self.fusion == "none": return per_layer
         return fuse_anchors(per_layer, self.alpha, self.beta, self.detach_global, self.normalize_anchors)
 
     def pixel_anchor_terms(self, logits, embeddings, labels, generator=None):

@@ -15,10 +15,10 @@ from .core import check_labels
 
 # %% auto #0
 __all__ = ['CITYSCAPES_CLASSES', 'CITYSCAPES_LABEL_IDS', 'CITYSCAPES_CATEGORIES', 'CITYSCAPES_CLASS_CATEGORY',
-           'CITYSCAPES_AVG_CLASS_SIZE', 'FREQUENCY_GROUPS', 'SCALE_GROUPS', 'SCALE_AREAS', 'confusion_counts',
-           'iou_from_confusion', 'ConfusionMatrix', 'label_boundary_band', 'BoundaryIoU', 'InstanceIoU',
-           'frequency_groups', 'class_pixel_counts', 'dataset_frequency_groups', 'frequency_group_miou',
-           'connected_components', 'object_scale_map', 'ObjectScaleIoU']
+           'CITYSCAPES_AVG_CLASS_SIZE', 'FREQUENCY_GROUPS', 'CAMVID_THIN_CLASSES', 'SCALE_GROUPS', 'SCALE_AREAS',
+           'confusion_counts', 'iou_from_confusion', 'nan_mean', 'ConfusionMatrix', 'label_boundary_band',
+           'BoundaryIoU', 'InstanceIoU', 'frequency_groups', 'class_pixel_counts', 'dataset_frequency_groups',
+           'frequency_group_miou', 'connected_components', 'object_scale_map', 'ObjectScaleIoU']
 
 # %% ../nbs/10_metrics.ipynb #1ac3bfea
 def _check_pair(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255):
@@ -46,14 +46,14 @@ def confusion_counts(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 
 def iou_from_confusion(mat: torch.Tensor) -> torch.Tensor:
-    "Per-class IoU `[C]` float64 of a confusion matrix `mat: [C, C]`; NaN for a class in neither its rows nor its columns."
+    "Per-class IoU `[..., C]` float64 of confusion matrices `mat: [..., C, C]`; NaN for a class in neither its rows nor its columns."
     mat = mat.double()
-    tp = mat.diagonal()
-    union = mat.sum(0) + mat.sum(1) - tp
+    tp = mat.diagonal(dim1=-2, dim2=-1)
+    union = mat.sum(-2) + mat.sum(-1) - tp
     return torch.where(union > 0, tp / union.clamp(min=1), math.nan)
 
 
-def _mean(x: torch.Tensor) -> float:
+def nan_mean(x: torch.Tensor) -> float:
     "Mean of the non-NaN entries of `x`, NaN when there are none."
     return float(torch.nanmean(x)) if bool((~x.isnan()).any()) else math.nan
 
@@ -114,8 +114,8 @@ class ConfusionMatrix(_Accumulator):
         mat = self.matrix.double().cpu()
         iou, gt, total = iou_from_confusion(mat), mat.sum(1), float(mat.sum())
         class_acc = torch.where(gt > 0, mat.diagonal() / gt.clamp(min=1), math.nan)
-        return {"miou": _mean(iou), "iou": iou,
-                "acc": float(mat.diagonal().sum()) / total if total else math.nan, "mean_acc": _mean(class_acc)}
+        return {"miou": nan_mean(iou), "iou": iou,
+                "acc": float(mat.diagonal().sum()) / total if total else math.nan, "mean_acc": nan_mean(class_acc)}
 
 # %% ../nbs/10_metrics.ipynb #90d3178e
 def _window_max(x: torch.Tensor, d: int) -> torch.Tensor:
@@ -199,7 +199,7 @@ class BoundaryIoU(_Accumulator):
             else:
                 inter, union = s[0], s[1] + s[2] - s[0]
                 iou = torch.where(union > 0, inter / union.clamp(min=1), math.nan)
-            out[d] = {"miou": _mean(iou), "iou": iou}
+            out[d] = {"miou": nan_mean(iou), "iou": iou}
         return out
 
 # %% ../nbs/10_metrics.ipynb #3d88c7bb
@@ -286,7 +286,7 @@ class InstanceIoU(_Accumulator):
             denom = itp + (m.sum(0) - m.diagonal()) + ifn
             iiou = torch.where(has_instances & (denom > 0), itp / denom.clamp(min=1e-300), math.nan)
             iou = iou_from_confusion(m)
-            out.update({f"iou_{name}": _mean(iou), f"iiou_{name}": _mean(iiou),
+            out.update({f"iou_{name}": nan_mean(iou), f"iiou_{name}": nan_mean(iiou),
                         f"per_{name}_iou": iou, f"per_{name}_iiou": iiou})
         return out
 
@@ -336,9 +336,11 @@ def frequency_group_miou(iou, groups) -> dict:
     iou = torch.as_tensor(iou["iou"] if isinstance(iou, dict) else iou, dtype=torch.float64).cpu()
     if sorted(c for g in groups for c in g) != list(range(len(iou))):
         raise ValueError(f"groups must split the {len(iou)} classes, got {groups}")
-    return {name: _mean(iou[list(g)]) if g else math.nan for name, g in zip(FREQUENCY_GROUPS, groups)}
+    return {name: nan_mean(iou[list(g)]) if g else math.nan for name, g in zip(FREQUENCY_GROUPS, groups)}
 
 # %% ../nbs/10_metrics.ipynb #ddce0269
+# CamVid's thin classes, the ones boundary-aware negatives are meant for (notebooks 21, 30 and 34 single them out)
+CAMVID_THIN_CLASSES = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist")
 SCALE_GROUPS = ("tiny", "small", "medium", "large")
 SCALE_AREAS = (16 ** 2, 32 ** 2, 96 ** 2)
 
@@ -435,5 +437,5 @@ class ObjectScaleIoU(_Accumulator):
         out = {}
         for name, mat, objects in zip(self.names, self.state[0].double().cpu(), self.state[1].cpu()):
             iou = torch.where(mat.sum(1) > 0, iou_from_confusion(mat), math.nan)
-            out[name] = {"miou": _mean(iou), "iou": iou, "objects": objects}
+            out[name] = {"miou": nan_mean(iou), "iou": iou, "objects": objects}
         return out

@@ -16,8 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import colorize
-from .evaluate import show_image
+from .evaluate import prediction_panel
 
 # %% auto #0
 __all__ = ['RunLog', 'read_log', 'Progress', 'plot_curves', 'plot_predictions', 'figure_image']
@@ -141,9 +140,7 @@ def plot_predictions(model: nn.Module, dataset, palette, indices=(0, 1, 2), devi
         image, labels = dataset[i]
         logits = model(image[None].to(device)).float()
         pred = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).argmax(1)[0]
-        for a, im, title in zip(row, (show_image(image), colorize(labels, palette), colorize(pred, palette)),
-                                ("image", "labels", "prediction")):
-            a.imshow(im); a.set_title(title, fontsize=9); a.axis("off")
+        prediction_panel(row, image, labels, pred, palette)
     return fig
 
 # %% ../nbs/15_runlog.ipynb #638e6a50
