@@ -160,10 +160,12 @@ def read_equivalences(study_dir) -> list[dict]:
     return json.loads(f.read_text()) if f.exists() else []
 
 
-def current_code(code: str, equivalences) -> str:
-    "The code that `code`'s rows stand for after the `equivalences` (`code` itself when none carries it over)."
+def current_code(code: str, equivalences, arm: str | None = None) -> str:
+    """The code that `code`'s rows of `arm` stand for after the `equivalences` (`code` itself when none carries
+    it over). A record that names its `arms` carries only those arms' rows (the others replayed differently)."""
     seen = {code}
-    while (step := next((e["to"] for e in reversed(equivalences) if code in e["from"]), None)) and step not in seen:
+    def carries(e): return code in e["from"] and (arm is None or "arms" not in e or arm in e["arms"])
+    while (step := next((e["to"] for e in reversed(equivalences) if carries(e)), None)) and step not in seen:
         code = step; seen.add(code)
     return code
 
@@ -172,7 +174,7 @@ def record_code(study_dir, rows, units: dict | None = None, cwd=None) -> list[st
     """Keep `code.json` to what a check needs: the units of each code that `rows` stand for after the study's
     replays (from `units`, else already there, else from the rows' commits); returns the codes left unknown."""
     have, eqs = {**read_code(study_dir), **(units or {})}, read_equivalences(study_dir)
-    needed = {current_code(r["code"], eqs) for r in rows}
+    needed = {current_code(r["code"], eqs, r["arm"]) for r in rows}
     for r in rows:
         if r["code"] in needed and r["code"] not in have and (u := units_at(r["commit"], r["code"], cwd)) is not None:
             have[r["code"]] = u
@@ -190,7 +192,7 @@ def check_study(study: Study, out="results", mode: str = "default") -> list[str]
     problems = [f"missing: arm {a} seed {s}" for a in study.arms for s in study.seeds if (a, s) not in have]
     known, now, changes, eqs = read_code(dest), code_units(), {}, read_equivalences(dest)
     for r in rows:
-        code = current_code(r["code"], eqs)
+        code = current_code(r["code"], eqs, r["arm"])
         was = f"stale: arm {r['arm']} seed {r['seed']} was measured by code {r['code']} (commit {r['commit']})"
         if code != r["code"]: was += f", carried over to code {code} by a replay"
         if code not in known: problems.append(f"{was}, which {dest / 'code.json'} does not describe"); continue
@@ -232,34 +234,38 @@ def _with_runner(tree, tmp) -> Path:
 def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = "default", iterations: int = 10,
                  images: int = 4, head_tree=None, verbose: bool = True) -> dict | None:
     """Carry the stale rows of `out/<study>` measured by the code in `base_tree` (commit `base`) over to this
-    checkout's code when a replay of each of their arms gives equal digests with both; returns the record
-    written to `equivalence.json`, or None when no stale row was measured by that code (rows of other codes
-    are left for a replay against their own commit). Raises when the replays differ (nothing written)."""
+    checkout's code, arm by arm: an arm whose replay gives equal digests with both is carried over, an arm whose
+    replay differs keeps its rows stale (the record names the arms it carries, `arms`, and those it does not,
+    `differ`, when some differ). Returns the record written to `equivalence.json`, or None when no stale row was
+    measured by that code (rows of other codes are left for a replay against their own commit). Raises when
+    every arm's replay differs (nothing written)."""
     dest = Path(out) / study.name
     head_tree = Path(head_tree or Path(contextrast.__file__).parent.parent)
     now, known, eqs = code_units(), read_code(dest), read_equivalences(dest)
     rows = [r for r in read_runs(dest) if r["mode"] == mode]
-    stale = sorted({c for r in rows if (c := current_code(r["code"], eqs)) not in known or code_changes(known[c], now)})
+    stale = sorted({c for r in rows if (c := current_code(r["code"], eqs, r["arm"])) not in known or code_changes(known[c], now)})
     unknown = [c for c in stale if c not in known]
     if unknown: raise ValueError(f"{dest / 'code.json'} does not describe code {unknown[0]}: nothing shows what its rows measured")
     was = tree_units(base_tree)
     stale = [c for c in stale if not code_changes(known[c], was)]          # the codes `base` reproduces
     if not stale: return None
-    carried = [r for r in rows if current_code(r["code"], eqs) in stale]
+    carried = [r for r in rows if current_code(r["code"], eqs, r["arm"]) in stale]
     seeds = {a: min(int(r["seed"]) for r in carried if r["arm"] == a) for a in study.arms if any(r["arm"] == a for r in carried)}
-    digests = {}
+    digests, differ = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         base_run = _with_runner(base_tree, tmp)
         for a, s in seeds.items():
             before, after = (replay(study, a, s, t, mode, iterations, images) for t in (base_run, head_tree))
             if verbose: print(f"  {study.name} {a} seed {s}: {before} with {base}, {after} with this code", flush=True)
-            if before != after:
-                raise RuntimeError(f"arm {a} seed {s} of {study.name} trains or evaluates differently with this code than with "
-                                   f"{base} ({before} vs {after}): rerun the study's stale rows")
-            digests[a] = after
+            if before == after: digests[a] = after
+            else: differ[a] = [before, after]
+    if not digests:
+        raise RuntimeError(f"every arm of {study.name} trains or evaluates differently with this code than with {base} ("
+                           + ", ".join(f"{a}: {b} vs {c}" for a, (b, c) in differ.items()) + "): rerun the study's stale rows")
     record = {"from": stale, "to": code_fingerprint(now), "base": base, "head": git_commit(head_tree / "contextrast"),
               "changes": code_changes(was, now), "iterations": iterations, "images": images, "seeds": seeds,
               "digests": digests}
+    if differ: record.update(arms=sorted(digests), differ=differ)
     (dest / "equivalence.json").write_text(json.dumps(eqs + [record], indent=1) + "\n")
     record_code(dest, rows, {code_fingerprint(now): now})
     return record

@@ -281,7 +281,9 @@ def main(argv=None) -> int:
             return 1
         print(f"{study.name}: no stale rows measured by the code of {a.rebase}" if record is None else
               f"{study.name}: rows of code {', '.join(record['from'])} carried over to {record['to']} "
-              f"({len(record['digests'])} arms replayed, {record['iterations']} iterations each, identical)")
+              f"({len(record['digests'])} arms replayed, {record['iterations']} iterations each, identical)"
+              + (f"; arms {', '.join(record['differ'])} replay differently: their rows stay stale until rerun"
+                 if record and record.get("differ") else ""))
         return 0
     seeds = a.seed or (list(study.seeds[:a.seeds]) if a.seeds else None)
     try:
