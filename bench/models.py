@@ -4,9 +4,9 @@ For each model (11 classes): parameters and multiply-adds of the inference netwo
 the meta device), the projection heads' parameters (training only), and eval latency at 360x480, batch 1,
 no grad, of three things that hold the same weights: the baseline `build_network(name)`, the inference
 network `build_model(name).for_inference()`, and the wrapper itself in eval mode, `model(x)`. The three
-are timed interleaved (their order rotating every round) after one untimed warm-up each. The table gives
-the fastest run of each (on a shared machine the least disturbed one; medians are printed after it), so
-the ratios compare the three under the same load. For the CPU models it also times a training step
+are timed interleaved (their order rotating every round) after one untimed warm-up each (`time_calls`,
+notebook 08b). The table gives the fastest run of each (on a shared machine the least disturbed one;
+medians are printed after it), so the ratios compare the three under the same load. For the CPU models it also times a training step
 (forward, loss, backward, SGD) at batch 8 on 128x128 crops, with cross-entropy alone and with
 ContextrastLoss (BANE), fastest of `--train-steps` after one warm-up.
 
@@ -19,24 +19,14 @@ import argparse, statistics, time
 
 import torch
 
+from contextrast.cost import count_macs, time_calls
 from contextrast.loss import ContextrastLoss, SegCELoss
-from contextrast.models import build_model, build_network, count_macs, list_models
+from contextrast.models import build_model, build_network, list_models
 
 CPU_MODELS = ["deeplabv3_r18", "deeplabv3_r18_tiny", "fpn_r18", "fpn_efficientnet_lite0", "hrnet_w18_small", "hrnet_w18_small_v2"]
 
 
 def n_params(m): return sum(p.numel() for p in m.parameters())
-
-
-def latencies(fns, x, repeats):
-    "Seconds of each fn(x) per run, interleaved, order rotated every round, after one warm-up each."
-    times = [[] for _ in fns]
-    with torch.no_grad():
-        for f in fns: f(x)
-        for r in range(repeats):
-            for i in [(r + k) % len(fns) for k in range(len(fns))]:
-                t = time.perf_counter(); fns[i](x); times[i].append(time.perf_counter() - t)
-    return times
 
 
 def train_step_time(name, loss_fn, steps, batch=8, size=128, classes=11):
@@ -79,7 +69,7 @@ def main():
         inference = model.for_inference()
         baseline = build_network(name, 11).eval()
         baseline.load_state_dict(inference.state_dict())
-        runs = latencies([baseline, inference, model], x, args.repeats)
+        runs = time_calls([baseline, inference, model], x, args.repeats, warmup=1)
         del model, inference, baseline
         t_base, t_inf, t_wrap = map(min, runs)
         if name in CPU_MODELS:

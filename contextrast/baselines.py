@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from .anchors import class_anchors, downsample_labels
 from .core import check_labels
 from .infonce import nce_pair_terms, pixel_anchor_loss, sample_per_class
-from .loss import register_loss, seg_cross_entropy, upsample_logits
+from .loss import register_loss, segmentation_ce, upsample_logits
 from .models import ProjectionHead
 
 # %% auto #0
-__all__ = ['BASELINES', 'check_loss_inputs', 'segmentation_ce', 'final_prediction', 'supervised_nce', 'masked_mean',
-           'sample_views', 'hard_anchor_sampling', 'semi_hard_keys', 'ring_enqueue', 'ContrastiveSegLoss',
-           'RegionContrastLoss', 'MultiScaleContrastLoss']
+__all__ = ['BASELINES', 'check_loss_inputs', 'final_prediction', 'supervised_nce', 'masked_mean', 'sample_views',
+           'hard_anchor_sampling', 'semi_hard_keys', 'ring_enqueue', 'ContrastiveSegLoss', 'RegionContrastLoss',
+           'MultiScaleContrastLoss']
 
 # %% ../nbs/17_baselines.ipynb #1ecae475
 def check_loss_inputs(logits, embeddings, labels, num_classes: int, ignore_index: int = 255):
@@ -41,11 +41,6 @@ def check_loss_inputs(logits, embeddings, labels, num_classes: int, ignore_index
             raise ValueError(f"embeddings[{i}] must be [B, D, h, w] with B = {B} and D = {D}, got shape {tuple(e.shape)}")
     check_labels(labels, num_classes, ignore_index)
     return embeddings
-
-
-def segmentation_ce(logits, labels, ignore_index: int = 255):
-    "Cross-entropy of `logits: [B, K, h, w]` upsampled bilinearly to `labels: [B, H, W]`, mean over valid pixels (0 if none)."
-    return seg_cross_entropy(upsample_logits(logits, labels.shape[-2:]), labels, ignore_index)
 
 
 def final_prediction(logits, labels, size):

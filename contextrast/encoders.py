@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
@@ -31,7 +29,7 @@ def _timm():
 # %% auto #0
 __all__ = ['STAGE_STRIDES', 'DATA_MEAN', 'DATA_STD', 'PRETRAINED_WHEELS', 'WHEEL_NORMALISATION', 'timm_encoder_name',
            'TimmEncoder', 'wheel_weights', 'read_state_dict', 'map_by_order', 'PretrainedKeys', 'load_backbone',
-           'timm_weights_report', 'count_macs', 'cpu_latency']
+           'timm_weights_report']
 
 # %% ../nbs/08a_encoders.ipynb #968de110
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -179,27 +177,3 @@ def timm_weights_report(encoder: TimmEncoder) -> PretrainedKeys:
     encoder.expect_normalisation(cfg.get("mean", DATA_MEAN), cfg.get("std", DATA_STD))
     tag = cfg.get("hf_hub_id") or cfg.get("url") or encoder.name
     return PretrainedKeys([], [], [], source=f"timm ({tag})", loaded=len(encoder.body.state_dict()))
-
-# %% ../nbs/08a_encoders.ipynb #e6b50b51
-def count_macs(net: nn.Module, size=(360, 480)) -> int:
-    "Multiply-adds of one eval forward on `[1, 3, H, W]` (convolutions and matrix products); build `net` on the meta device to count for free."
-    device = next(net.parameters()).device
-    training = net.training
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad(): net.eval()(torch.zeros(1, 3, *size, device=device))
-    net.train(training)
-    return counter.get_total_flops() // 2
-
-
-def cpu_latency(net: nn.Module, size=(360, 480), repeats: int = 1, warmup: int = 0) -> float:
-    "Median seconds of `repeats` eval, no-grad forwards of `net` on a `[1, 3, H, W]` input (after `warmup` untimed ones)."
-    x = torch.randn(1, 3, *size, device=next(net.parameters()).device)
-    times = []
-    with torch.no_grad():
-        net.eval()
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            net(x)
-            if x.is_cuda: torch.cuda.synchronize()
-            if i >= warmup: times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]

@@ -22,8 +22,8 @@ from .fusion import fuse_anchors
 from .infonce import pixel_anchor_loss
 
 # %% auto #0
-__all__ = ['SAMPLING', 'LOSSES', 'LOSS_MODULES', 'upsample_logits', 'seg_cross_entropy', 'SegCELoss', 'ContextrastLoss',
-           'register_loss', 'loss_options', 'build_loss']
+__all__ = ['SAMPLING', 'LOSSES', 'LOSS_MODULES', 'upsample_logits', 'seg_cross_entropy', 'segmentation_ce', 'SegCELoss',
+           'ContextrastLoss', 'register_loss', 'loss_options', 'build_loss']
 
 # %% ../nbs/07_loss.ipynb #1aa22a59
 def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
@@ -39,6 +39,11 @@ def seg_cross_entropy(logits, labels, ignore_index: int = 255) -> torch.Tensor:
     return ce / (labels != ignore_index).sum().clamp(min=1)
 
 
+def segmentation_ce(logits, labels, ignore_index: int = 255) -> torch.Tensor:
+    "`seg_cross_entropy` of `logits: [B, K, h, w]` upsampled to `labels: [B, H, W]`: the loss of every segmentation head."
+    return seg_cross_entropy(upsample_logits(logits, labels.shape[-2:]), labels, ignore_index)
+
+
 class SegCELoss(nn.Module):
     "Pixel-wise cross-entropy only (the baseline), with the same call interface as `ContextrastLoss`."
     def __init__(self, num_classes: int, ignore_index: int = 255):
@@ -47,10 +52,10 @@ class SegCELoss(nn.Module):
 
     def forward(self, logits, embeddings, labels):
         check_labels(labels, self.num_classes, self.ignore_index)
-        ce = seg_cross_entropy(upsample_logits(logits, labels.shape[-2:]), labels, self.ignore_index)
+        ce = segmentation_ce(logits, labels, self.ignore_index)
         return {"total": ce, "ce": ce.detach()}
 
-# %% ../nbs/07_loss.ipynb #93334e4c
+# %% ../nbs/07_loss.ipynb #4922b94e
 SAMPLING = ("bane", "semi_hard", "random")
 
 class ContextrastLoss(nn.Module):
@@ -146,7 +151,7 @@ class ContextrastLoss(nn.Module):
         if return_samples: out["samples"] = samples
         return out
 
-# %% ../nbs/07_loss.ipynb #4922b94e
+# %% ../nbs/07_loss.ipynb #e6fdddd2
 LOSSES: dict[str, type] = {}
 
 def register_loss(name: str):

@@ -18,8 +18,8 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from .encoders import (PretrainedKeys, TimmEncoder, count_macs, cpu_latency, load_backbone,
-                                  timm_encoder_name, timm_weights_report)
+from .encoders import (PretrainedKeys, TimmEncoder, load_backbone, timm_encoder_name,
+                                  timm_weights_report)
 
 _logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
@@ -27,7 +26,7 @@ from .config import CONTEXTRAST_LOSSES, Config, loss_settings
 from .data import build_dataset, eval_transform, train_transform
 from .distributed import SeededDraws, TrainStream, setup_distributed, sync_batchnorm
 from .evaluate import autocast, class_palette, validate
-from .loss import build_loss, loss_options
+from .loss import build_loss, loss_options, segmentation_ce
 from .models import build_model
 from .runlog import Progress, RunLog, plot_curves, plot_predictions
 
@@ -63,13 +62,6 @@ def average_gradients(params, world: int):
         if p.grad is None: p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad)
         p.grad.div_(world)
-
-
-def _aux_ce(logits, labels, ignore_index):
-    "Cross-entropy of auxiliary logits, upsampled to the labels, mean over valid pixels (0 when none)."
-    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).float()
-    ce = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
-    return ce / (labels != ignore_index).sum().clamp(min=1)
 
 
 def _all_finite(tensors) -> torch.Tensor:
@@ -178,7 +170,7 @@ class Trainer:
                 losses = dict(self.criterion(out["logits"], out["embeddings"], labels))
             aux_weight = getattr(self.model, "aux_weight", 0.0)
             if aux_weight and out.get("aux_logits") is not None:
-                losses["aux"] = _aux_ce(out["aux_logits"], labels, cfg.ignore_index)
+                losses["aux"] = segmentation_ce(out["aux_logits"], labels, cfg.ignore_index)
                 losses["total"] = losses["total"] + aux_weight * losses["aux"]
         total = losses["total"]
         bad = ~torch.isfinite(total.detach())
