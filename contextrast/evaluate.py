@@ -196,8 +196,9 @@ def evaluate(net: nn.Module, dataset, num_classes: int, scales=(1.0,), flip: boo
     out["images"] = len(dataset)
     return out
 
-# %% ../nbs/11_evaluate.ipynb #44c55ac0
-# run as `python -m contextrast.evaluate` (not when a notebook's kernel, also named __main__, runs this cell)
+# %% ../nbs/11_evaluate.ipynb #bdcb32a2
+# `python -m contextrast.evaluate` (not when a notebook's kernel, also named __main__, runs this cell)
 if __name__ == "__main__" and getattr(__spec__, "name", None) == "contextrast.evaluate":
-    from contextrast.cli import eval_main
-    sys.exit(eval_main())
+    print("contextrast.evaluate is a library module; evaluate a checkpoint with contextrast_eval or "
+          "python -m contextrast.eval", file=sys.stderr)
+    sys.exit(2)

@@ -8,8 +8,8 @@ are listed but not run here. `contextrast_train` with no argument is the main jo
 written. Every other training command would train for hours on a GPU: it runs with
 `--print-config` added, which parses every flag, resolves the preset and checks the config, then
 exits. `torchrun --nproc_per_node N -m contextrast.train ARGS` runs as `python -m contextrast.train
-ARGS --print-config` (one process). `contextrast_eval` needs a checkpoint of such a run: it runs
-with `--help`. A command that fails stops the script with its exit status.
+ARGS --print-config` (one process). `contextrast_eval` (or `python -m contextrast.eval`) needs a
+checkpoint of such a run: it runs with `--help`. A command that fails stops the script with its exit status.
 """
 import re
 import shlex
@@ -42,7 +42,8 @@ def cpu_form(command: str) -> list[str] | None:
     if argv == ["contextrast_train"]: return argv                                  # the main job, as written
     if "contextrast_train" in argv[:1] or argv[1:3] == ["-m", "contextrast.train"]:
         return argv + ([] if "--print-config" in argv else ["--print-config"])
-    if "contextrast_eval" in argv[:1] or argv[1:3] == ["-m", "contextrast.evaluate"]: return argv[:1] + ["--help"]
+    if "contextrast_eval" in argv[:1]: return argv[:1] + ["--help"]
+    if argv[1:3] == ["-m", "contextrast.eval"]: return argv[:3] + ["--help"]
     raise ValueError(f"the README command {command!r} has no CPU form here: add one to tools/readme_commands.py")
 
 
