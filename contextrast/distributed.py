@@ -14,7 +14,6 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .checkpoint import seeded
-from .models import convert_sync_batchnorm
 
 # %% auto #0
 __all__ = ['setup_distributed', 'close_distributed', 'AllReduceBatchNorm', 'sync_batchnorm', 'draw_seeds', 'TrainStream',
@@ -73,7 +72,7 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def sync_batchnorm(model: nn.Module, device) -> nn.Module:
     "`model` with batch norms synchronised over processes: `SyncBatchNorm` on GPUs, `AllReduceBatchNorm` elsewhere."
-    if torch.device(device).type == "cuda": return convert_sync_batchnorm(model)
+    if torch.device(device).type == "cuda": return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, (nn.SyncBatchNorm, AllReduceBatchNorm)):
             new = AllReduceBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)

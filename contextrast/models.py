@@ -28,7 +28,7 @@ __all__ = ['HRNET_CONFIGS', 'MODELS', 'ProjectionHead', 'dilate_', 'resnet18_tru
            'deeplabv3_r18', 'deeplabv3_r18_tiny', 'FPN', 'fpn_r18', 'fpn_timm', 'HighResolutionModule',
            'HRNetV2Backbone', 'HRNetV2', 'hrnet_w48', 'hrnet_w18_small', 'hrnet_w18_small_v2',
            'object_region_representations', 'ObjectAttentionBlock', 'SpatialOCR', 'OCRNet', 'ocrnet_w48',
-           'ContextrastModel', 'ModelNames', 'list_models', 'build_network', 'build_model', 'convert_sync_batchnorm']
+           'ContextrastModel', 'ModelNames', 'list_models', 'build_network', 'build_model']
 
 # %% ../nbs/08_models.ipynb #56d0c7ec
 class ProjectionHead(nn.Sequential):
@@ -442,8 +442,3 @@ def build_model(name: str, num_classes: int, pretrained: str | Path | None = Non
     model = ContextrastModel(net, embed_dim)
     model.pretrained_keys = net.pretrained_keys
     return model
-
-# %% ../nbs/08_models.ipynb #bec58c9b
-def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
-    "Every BatchNorm of `model` (heads included) as a SyncBatchNorm with the same parameters and statistics, for DDP."
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
