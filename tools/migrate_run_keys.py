@@ -16,16 +16,24 @@ directory RUNS_ROOT/<earlier key> of the study's runs (its rows, and every (arm,
 renamed RUNS_ROOT/<today's key> and its `result.json` "key" rewritten (and `config.json`'s and `study_config.json`'s
 `out_dir` where it names the directory; checkpoints keep the path they were written under: resume a study's run with
 `contextrast_study`, which passes the directory, not with `contextrast_train --resume`). A directory in use by a
-run (its lock held) or whose new name is taken by another directory stops the script. A second run changes nothing.
+run (its lock held) or whose new name is taken by another directory stops the script; run it when no study is
+running in RUNS_ROOT (a run that has finished training but is still evaluating holds no lock). A second run changes
+nothing.
 """
 import argparse, csv, hashlib, json, os, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))       # this checkout's package
 
-# the fields earlier keys left out, as they were when the keys were last made this way
-LEGACY_BOOKKEEPING = ("out_dir", "workers", "threads", "device", "log_interval", "checkpoint_interval", "max_skipped",
-                      "cudnn_benchmark", "tf32")
+# the fields earlier keys hashed, before the forms below: `Config`'s fields at the last commit that keyed runs this
+# way (c62b42f) but the bookkeeping ones (where a run writes, its loader processes and threads, how often it logs and
+# checkpoints, CUDA switches), so that a field added since, which no earlier key could hold, leaves them unchanged
+LEGACY_FIELDS = ("dataset", "root", "crop_size", "scale", "model", "pretrained", "embed_dim", "loss", "loss_weight",
+                 "layer_weights", "alpha", "beta", "temperature", "sampling", "ratio", "fusion", "per_class_mean",
+                 "normalize_anchors", "random_fill", "max_samples", "aa_loss", "memory_size", "iterations", "batch_size",
+                 "lr", "momentum", "weight_decay", "power", "warmup_iters", "warmup_ratio", "amp", "grad_clip",
+                 "skip_nonfinite", "val_interval", "val_batch_size", "val_size", "eval_scales", "eval_flip", "eval_mode",
+                 "seed", "sync_bn", "ignore_index")
 # fields whose default became the loss's own (None), and what earlier keys hold for a loss that does not take them
 KEYED_AS_BEFORE = {"layer_weights": (1.0, 0.7, 0.4, 0.1), "fusion": True}
 # fields added after runs were keyed: keyed only for losses that take them
@@ -39,7 +47,7 @@ class MigrationError(Exception): pass
 def legacy_key_fields(cfg) -> dict:
     "What earlier versions' `run_key` hashed for `cfg`."
     from contextrast.loss import loss_options
-    d = {k: v for k, v in cfg.to_dict().items() if k not in LEGACY_BOOKKEEPING}
+    d = {k: v for k, v in cfg.to_dict().items() if k in LEGACY_FIELDS}
     takes = loss_options(cfg.loss)
     for f, before in KEYED_AS_BEFORE.items():
         if d[f] is None: d[f] = takes.get(f, before)
