@@ -151,7 +151,8 @@ def _ms(v) -> tuple[float, float]:
 
 def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict]:
     """Per arm: seeds, mIoU and B-mIoU@5 mean ± std, and against the reference the paired difference over the seeds
-    both have (mean ± std, wins) with its `paired_interval` (seeds and images) and the image-only interval."""
+    both have (`paired` of them: arms may have seeds of their own; mean ± std, wins) with its `paired_interval`
+    (seeds and images) and the image-only interval."""
     study = json.loads((Path(study_dir) / "study.json").read_text())
     rows = [r for r in read_runs(study_dir) if r["mode"] == mode]
     ref = study["reference"]
@@ -167,7 +168,7 @@ def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict
         if a != ref and shared:
             iv = paired_bootstrap(load_confusions(study_dir, ref, shared, mode), load_confusions(study_dir, a, shared, mode), n_boot)
             d, d_sd = _ms(iv["seeds"])
-            row.update(diff=d, diff_std=d_sd, wins=int((iv["seeds"] > 0).sum()), lo=float(iv["lo"]), hi=float(iv["hi"]),
+            row.update(paired=len(shared), diff=d, diff_std=d_sd, wins=int((iv["seeds"] > 0).sum()), lo=float(iv["lo"]), hi=float(iv["hi"]),
                        img_lo=float(iv["img_lo"]), img_hi=float(iv["img_hi"]), needed=iv["needed"])
         out.append(row)
     return out
@@ -175,7 +176,9 @@ def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict
 
 def summary_table(rows, reference: str = "ce") -> str:
     """The rows of `summarize` as a text table in percent: the 95 % interval over seeds and images, the image-only
-    interval (runs held fixed), and the seeds a gap of this size and spread needs for its interval to leave out 0."""
+    interval (runs held fixed), and the seeds a gap of this size and spread needs for its interval to leave out 0.
+    Wins count out of the paired seeds; a note under the table names the arms whose difference leaves out seeds
+    that only one of the two arms has."""
     pct = lambda x: "    -" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.2f}"
     iv = lambda lo, hi: "       -        " if math.isnan(lo) else f"[{100 * lo:+6.2f}, {100 * hi:+6.2f}]"
     lines = [f"{'arm':20s} seeds   mIoU ± std     B-mIoU@5 ± std   Δ vs {reference} ± std (wins)   "
@@ -183,11 +186,15 @@ def summary_table(rows, reference: str = "ce") -> str:
     for r in rows:
         if "diff" in r:
             need = "-" if r["needed"] is None else str(r["needed"])
-            delta = (f"{100 * r['diff']:+6.2f} ± {pct(r['diff_std'])} ({r['wins']}/{r['seeds']})   "
+            delta = (f"{100 * r['diff']:+6.2f} ± {pct(r['diff_std'])} ({r['wins']}/{r.get('paired', r['seeds'])})   "
                      f"{iv(r['lo'], r['hi'])}  {iv(r['img_lo'], r['img_hi'])}  {need:>3}")
         else: delta = "reference" if r["arm"] == reference else f"no seed shared with {reference}"
         lines.append(f"{r['arm']:20s} {r['seeds']:5d}   {pct(r['miou'])} ± {pct(r['miou_std'])}   "
                      f"{pct(r['b_miou_5'])} ± {pct(r['b_miou_5_std'])}    {delta}")
+    n_ref = next((r["seeds"] for r in rows if r["arm"] == reference), None)
+    part = [f"{r['arm']} ({r['paired']} of its {r['seeds']}, of {reference}'s {n_ref})" for r in rows
+            if "paired" in r and (r["paired"] < r["seeds"] or r["paired"] != n_ref)]
+    if part: lines.append(f"Δ pairs the seeds both arms have: {'; '.join(part)}")
     return "\n".join(lines)
 
 
