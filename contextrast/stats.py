@@ -141,7 +141,7 @@ def load_scales(study_dir, arm: str, seeds, mode: str = "default") -> tuple[np.n
 # %% auto #0
 __all__ = ['iou_of', 'miou_of', 'boundary_iou_of', 'scale_iou_of', 'image_weights', 'paired_interval', 'seeds_needed',
            'paired_bootstrap', 'boundary_bootstrap', 'scale_bootstrap', 'load_confusions', 'load_boundary',
-           'load_scales', 'summarize', 'summary_table', 'class_comparison', 'plot_study']
+           'load_scales', 'summarize', 'summary_table', 'class_comparison', 'group_comparison', 'plot_study']
 
 # %% ../nbs/20b_statistics.ipynb #c74b7451
 def _ms(v) -> tuple[float, float]:
@@ -235,6 +235,41 @@ def class_comparison(study_dir, ref: str, arm: str, seeds, classes=None, mode: s
         lines.append(f"B-mIoU@{d:<5} {mean(ref, f'b_miou_{d}'):12.2f} {mean(arm, f'b_miou_{d}'):12.2f} "
                      f"{100 * bb['diff'][i]:+6.2f}  {iv(bb['lo'][i], bb['hi'][i])}{how}")
     return "\n".join(lines)
+
+
+def group_comparison(study_dir, arms, seeds, pairs, groups, mode: str = "default", n: int = 1000) -> tuple[str, dict]:
+    """The mIoU of groups of classes and of objects: the follow-up's frequency groups (`groups`: the head, mid and
+    tail classes, `metrics.frequency_groups`) and, where every run kept its per-image counts, the object-scale
+    groups (notebook 10). Per arm the mean ± std over `seeds`; for each `(arm, ref)` in `pairs` the paired
+    difference of each group, the seeds it wins and its 95 % interval over seeds and images
+    (`paired_interval`).
+    Returns the text and `{title: {"names", "values": {arm: [S, G] in %}, "diffs": {(arm, ref): interval}}}`."""
+    from contextrast.metrics import FREQUENCY_GROUPS
+    def by_frequency(conf):                                                     # [..., C, C] → [..., 3]
+        iou = iou_of(conf)
+        return np.stack([_nanmean(iou[..., list(g)], -1) if g else np.full(iou.shape[:-1], np.nan) for g in groups], -1)
+    parts = {"frequency group": (FREQUENCY_GROUPS, {a: (load_confusions(study_dir, a, seeds, mode),) for a in arms},
+                                 by_frequency)}
+    if all(result_file(study_dir, "scales", a, s, mode).exists() for a in arms for s in seeds):
+        scales = {a: load_scales(study_dir, a, seeds, mode) for a in arms}
+        parts["object scale"] = (scales[arms[0]][2], {a: v[:2] for a, v in scales.items()},
+                                 lambda c, o: _nanmean(scale_iou_of(c, o), -1))
+    sd = lambda x: f"{np.std(x, ddof=1):4.2f}" if len(x) > 1 else "   -"
+    w = max(len(f"Δ {a} − {ref}") for a, ref in [*pairs, ("", "")] + [(a, "") for a in arms]) + 1
+    iv = lambda lo, hi: "" if math.isnan(lo) else f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+    lines, out = [], {}
+    for title, (names, data, metric) in parts.items():
+        values = {a: 100 * metric(*[x.sum(1) for x in data[a]]) for a in arms}
+        diffs = {(a, ref): paired_interval(metric, data[ref], data[a], n) for a, ref in pairs}
+        out[title] = {"names": tuple(names), "values": values, "diffs": diffs}
+        lines.append(f"mIoU by {title}, % (mean ± std over seeds {', '.join(map(str, seeds))}):")
+        lines += [f"  {a:{w}s}" + "   ".join(f"{g} {v[:, k].mean():5.2f} ± {sd(v[:, k])}" for k, g in enumerate(names))
+                  for a, v in values.items()]
+        won = lambda b, k: f"({int((b['seeds'][:, k] > 0).sum())}/{len(b['seeds'])})"        # seeds won
+        lines += [f"  {'Δ ' + a + ' − ' + ref:{w}s}" + "   ".join(f"{g} {100 * b['diff'][k]:+5.2f} {won(b, k)}"
+                                                              f"{iv(b['lo'][k], b['hi'][k])}" for k, g in enumerate(names))
+                  for (a, ref), b in diffs.items()]
+    return "\n".join(lines), out
 
 
 def plot_study(study_dir, mode: str = "default", classes=None, n_boot: int = 1000):
