@@ -208,6 +208,7 @@ def embedding_analysis(model, dataset, num_classes: int, device="cpu", heads: bo
 # %% ../nbs/33_feature_analysis.ipynb #7a06d4c6
 def analyse_study(study, mode: str = "default", runs_root="runs/studies", out="results", verbose: bool = True) -> Path:
     "`embedding_analysis` of every run of `study` from its final weights, to `out/<study>/features/`."
+    from contextrast.experiments import result_file
     from contextrast.provenance import git_commit
     from contextrast.study import run_dir
     dest = Path(out) / study.name / "features"
@@ -229,7 +230,7 @@ def analyse_study(study, mode: str = "default", runs_root="runs/studies", out="r
         arrays["per_class_A"], arrays["counts"] = m["per_class_A"].numpy(), m["counts"].numpy()
         for l, (xy, y) in enumerate(zip(res["points"], res["point_labels"])): arrays[f"points_{l}"], arrays[f"labels_{l}"] = xy, y
         if "hardness" in res: arrays["hardness"] = res["hardness"]
-        np.savez_compressed(dest / f"{a}_{s}{'' if mode == 'default' else '_' + mode}.npz", **arrays)
+        np.savez_compressed(result_file(dest.parent, "features", a, s, mode), **arrays)
         if verbose: print(f"  {a} seed {s}: A {m['A']:.3f}, U {m['U']:.3f}", flush=True)
     (dest / "features.json").write_text(json.dumps(
         {"study": study.name, "mode": mode, "commit": git_commit(), "bins": [b if math.isfinite(b) else "inf" for b in DISTANCE_BINS],
