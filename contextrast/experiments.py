@@ -13,19 +13,20 @@ from pathlib import Path
 
 import contextrast.baselines  # noqa: F401  (registers the peers' losses by name)
 from .config import Config, flags_of
-from .loss import loss_options
 
 # %% auto #0
-__all__ = ['STUDIES', 'BOOKKEEPING', 'KEYED_AS_BEFORE', 'ADDED_FIELDS', 'Study', 'add_study', 'key_fields', 'run_key',
-           'result_file', 'read_runs', 'command_of', 'arm_command']
+__all__ = ['STUDIES', 'BOOKKEEPING', 'Study', 'add_study', 'key_fields', 'run_key', 'result_file', 'read_runs', 'command_of',
+           'arm_command']
 
 # %% ../nbs/20_experiments.ipynb #d2224f8e
 @dataclass
 class Study:
-    "A base config (`preset` + `base`), named `arms` (overrides) and `seeds`; `reference` is the arm others are compared with."
+    """A base config (`preset` + `base`), named `arms` (overrides) and `seeds` (`arm_seeds`: an arm's own seeds
+    instead); `reference` is the arm others are compared with."""
     name: str
     arms: dict
     seeds: tuple = (0, 1, 2)
+    arm_seeds: dict = field(default_factory=dict)
     base: dict = field(default_factory=dict)
     preset: str = "cpu"
     reference: str = "ce"
@@ -38,6 +39,30 @@ class Study:
         if self.reference not in self.arms:
             raise ValueError(f"study {self.name}: the reference arm {self.reference!r} is not one of {sorted(self.arms)}")
         if not self.seeds: raise ValueError(f"study {self.name} has no seeds")
+        for a, s in self.arm_seeds.items():
+            if a not in self.arms:
+                raise ValueError(f"study {self.name}: arm_seeds names {a!r}, which is not an arm; arms: {', '.join(self.arms)}")
+            if not s: raise ValueError(f"study {self.name}: arm_seeds gives arm {a!r} no seeds")
+        self.seeds, self.arm_seeds = tuple(self.seeds), {a: tuple(s) for a, s in self.arm_seeds.items()}
+
+    def seeds_of(self, arm: str) -> tuple:
+        "The seeds of `arm`: its own in `arm_seeds`, else the study's `seeds`."
+        if arm not in self.arms: raise ValueError(f"study {self.name} has no arm {arm!r}; arms: {', '.join(self.arms)}")
+        return self.arm_seeds.get(arm, self.seeds)
+
+    def runs(self, arms=None, seeds=None) -> list[tuple[str, int]]:
+        """Every `(arm, seed)` of `arms` (default: all), each arm over its own seeds (`seeds_of`); `seeds` a list:
+        those seeds for every arm instead; `seeds` a number N: the first N of each arm's seeds."""
+        pick = lambda own: own if seeds is None else own[:seeds] if isinstance(seeds, int) else seeds
+        return [(a, int(s)) for a in (arms or self.arms) for s in pick(self.seeds_of(a))]
+
+    def plan(self) -> str:
+        "The study's runs in words: `arms × seeds`, or the seeds of each group of arms."
+        if not self.arm_seeds: return f"{len(self.arms)} arms × {len(self.seeds)} seeds"
+        groups = {}
+        for a in self.arms: groups.setdefault(self.seeds_of(a), []).append(a)
+        return f"{len(self.arms)} arms, {len(self.runs())} runs: " + "; ".join(
+            f"{len(s)} seed{'s' * (len(s) != 1)} of {', '.join(arms)}" for s, arms in groups.items())
 
     def config(self, arm: str, seed: int, mode: str = "default") -> Config:
         "The resolved config of `(arm, seed)`; `mode` is `default`, `smoke` or `full`."
@@ -58,22 +83,11 @@ def add_study(study: Study) -> Study:
 # %% ../nbs/20_experiments.ipynb #3c237b01
 BOOKKEEPING = ("out_dir", "workers", "threads", "device", "log_interval", "checkpoint_interval", "max_skipped",
                "cudnn_benchmark", "tf32")        # the last two act on CUDA only
-# fields whose default became the loss's own (None), and what earlier keys hold for a loss that does not take them
-KEYED_AS_BEFORE = {"layer_weights": (1.0, 0.7, 0.4, 0.1), "fusion": True}
-# fields added after runs were keyed: keyed only for losses that take them
-ADDED_FIELDS = ("aa_loss", "memory_size")
 
 
 def key_fields(cfg: Config) -> dict:
-    "What `run_key` hashes: `cfg` without bookkeeping, in the form earlier versions keyed (see above)."
-    d = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
-    takes = loss_options(cfg.loss)
-    for f, before in KEYED_AS_BEFORE.items():
-        if d[f] is None: d[f] = takes.get(f, before)
-    if d["fusion"] in ("static", "none"): d["fusion"] = d["fusion"] == "static"        # earlier: a switch
-    for f in ADDED_FIELDS:
-        if f not in takes: d.pop(f)
-    return d
+    "What `run_key` hashes: `cfg`'s fields without the bookkeeping ones."
+    return {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
 
 
 def run_key(cfg: Config) -> str:
@@ -181,6 +195,7 @@ add_study(Study(
 # On pretrained features λ·L_PA is about three times the cross-entropy at the end of training (L_PA ≈ 11.8 against
 # ≈ 5 from scratch), so `lambda_003` scales λ by 0.3 (0.1 → 0.03) to give the two terms about the weight they have
 # from scratch: it asks whether the contrastive term helps a pretrained encoder once it no longer dominates the gradient.
+# Five seeds for the question (ce, contextrast), three for the peers and ablations.
 add_study(Study(
     "camvid_pretrained", description="CE, Contextrast, Contextrast++ and two peers on real CamVid from ImageNet weights: "
                                      "FPN-EfficientNet-Lite0, 2 000 iterations, lr 0.01, all 101 val images",
@@ -190,4 +205,5 @@ add_study(Study(
           "contextrast_pp": dict(loss="contextrast_pp"),
           "layer_weights": dict(loss="contextrast", layer_weights=(0.1, 0.3, 0.7, 1.0)),
           "lambda_003": dict(loss="contextrast", loss_weight=0.03)},
-    seeds=(0, 1, 2, 3, 4), reference="ce", smoke=STUDIES["camvid_cpu"].smoke))
+    seeds=(0, 1, 2, 3, 4), reference="ce", smoke=STUDIES["camvid_cpu"].smoke,
+    arm_seeds={a: (0, 1, 2) for a in ("multiscale_contrast", "contrastiveseg", "contextrast_pp", "layer_weights", "lambda_003")}))

@@ -208,30 +208,30 @@ def embedding_analysis(model, dataset, num_classes: int, device="cpu", heads: bo
 # %% ../nbs/33_feature_analysis.ipynb #7a06d4c6
 def analyse_study(study, mode: str = "default", runs_root="runs/studies", out="results", verbose: bool = True) -> Path:
     "`embedding_analysis` of every run of `study` from its final weights, to `out/<study>/features/`."
+    from contextrast.experiments import result_file
     from contextrast.provenance import git_commit
     from contextrast.study import run_dir
     dest = Path(out) / study.name / "features"
     dest.mkdir(parents=True, exist_ok=True)
-    for a in study.arms:
-        for s in study.seeds:
-            cfg = study.config(a, s, mode)
-            d = run_dir(runs_root, cfg)
-            if not (d / "result.json").exists() or not (d / "last.pt").exists():
-                raise RuntimeError(f"run {a} seed {s} of {study.name} has not finished in {d}: run the study first")
-            trainer = Trainer(Config.from_dict({**cfg.to_dict(), "out_dir": str(d)}), progress=False, verbose=False)
-            trainer.load_checkpoint(d / "last.pt")
-            if trainer.iteration != cfg.iterations:
-                raise RuntimeError(f"{d / 'last.pt'} holds iteration {trainer.iteration}, not the run's last ({cfg.iterations})")
-            data = build_dataset(cfg.dataset, cfg.root, "val", eval_transform())
-            res = embedding_analysis(trainer.model, data, trainer.num_classes, trainer.device, heads=cfg.loss != "ce",
-                                     seed=s)
-            m = res["metrics"]
-            arrays = {k: np.float64(m[k]) for k in ("A", "U", "U_3", "U_5")}
-            arrays["per_class_A"], arrays["counts"] = m["per_class_A"].numpy(), m["counts"].numpy()
-            for l, (xy, y) in enumerate(zip(res["points"], res["point_labels"])): arrays[f"points_{l}"], arrays[f"labels_{l}"] = xy, y
-            if "hardness" in res: arrays["hardness"] = res["hardness"]
-            np.savez_compressed(dest / f"{a}_{s}{'' if mode == 'default' else '_' + mode}.npz", **arrays)
-            if verbose: print(f"  {a} seed {s}: A {m['A']:.3f}, U {m['U']:.3f}", flush=True)
+    for a, s in study.runs():
+        cfg = study.config(a, s, mode)
+        d = run_dir(runs_root, cfg)
+        if not (d / "result.json").exists() or not (d / "last.pt").exists():
+            raise RuntimeError(f"run {a} seed {s} of {study.name} has not finished in {d}: run the study first")
+        trainer = Trainer(Config.from_dict({**cfg.to_dict(), "out_dir": str(d)}), progress=False, verbose=False)
+        trainer.load_checkpoint(d / "last.pt")
+        if trainer.iteration != cfg.iterations:
+            raise RuntimeError(f"{d / 'last.pt'} holds iteration {trainer.iteration}, not the run's last ({cfg.iterations})")
+        data = build_dataset(cfg.dataset, cfg.root, "val", eval_transform())
+        res = embedding_analysis(trainer.model, data, trainer.num_classes, trainer.device, heads=cfg.loss != "ce",
+                                 seed=s)
+        m = res["metrics"]
+        arrays = {k: np.float64(m[k]) for k in ("A", "U", "U_3", "U_5")}
+        arrays["per_class_A"], arrays["counts"] = m["per_class_A"].numpy(), m["counts"].numpy()
+        for l, (xy, y) in enumerate(zip(res["points"], res["point_labels"])): arrays[f"points_{l}"], arrays[f"labels_{l}"] = xy, y
+        if "hardness" in res: arrays["hardness"] = res["hardness"]
+        np.savez_compressed(result_file(dest.parent, "features", a, s, mode), **arrays)
+        if verbose: print(f"  {a} seed {s}: A {m['A']:.3f}, U {m['U']:.3f}", flush=True)
     (dest / "features.json").write_text(json.dumps(
         {"study": study.name, "mode": mode, "commit": git_commit(), "bins": [b if math.isfinite(b) else "inf" for b in DISTANCE_BINS],
          "command": f"python -m contextrast.features {study.name}{'' if mode == 'default' else ' --' + mode}"}, indent=1) + "\n")

@@ -189,7 +189,7 @@ def check_study(study: Study, out="results", mode: str = "default") -> list[str]
     if not (dest / "runs.csv").exists(): return [f"{dest / 'runs.csv'} does not exist: run contextrast_study {study.name}"]
     rows = [r for r in read_runs(dest) if r["mode"] == mode]
     have = {(r["arm"], int(r["seed"])) for r in rows}
-    problems = [f"missing: arm {a} seed {s}" for a in study.arms for s in study.seeds if (a, s) not in have]
+    problems = [f"missing: arm {a} seed {s}" for a, s in study.runs() if (a, s) not in have]
     known, now, changes, eqs = read_code(dest), code_units(), {}, read_equivalences(dest)
     for r in rows:
         code = current_code(r["code"], eqs, r["arm"])
@@ -203,8 +203,8 @@ def check_study(study: Study, out="results", mode: str = "default") -> list[str]
 # %% ../nbs/27_provenance.ipynb #7a73d5ab
 def replay(study: Study, arm: str, seed: int, tree, mode: str = "default", iterations: int = 10, images: int = 4) -> str:
     """`runner.replay_digest` of `(arm, seed)` of `study` (trained `iterations` iterations, evaluated on `images`
-    images) by the package in `tree`, in a fresh process. The config goes over as `key_fields` write it, the form
-    every version reads."""
+    images) by the package in `tree`, in a fresh process. The config goes over as `key_fields` write it: every
+    field but the bookkeeping ones, which every package since Contextrast++'s config (commit f6a9abe) reads."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     call = ("import json, sys; sys.path.insert(0, sys.argv[1]); from contextrast.runner import replay_digest; "
             "print(replay_digest(json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))")
@@ -232,13 +232,14 @@ def _with_runner(tree, tmp) -> Path:
 
 
 def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = "default", iterations: int = 10,
-                 images: int = 4, head_tree=None, verbose: bool = True) -> dict | None:
+                 images: int = 4, head_tree=None, verbose: bool = True, head: str | None = None) -> dict | None:
     """Carry the stale rows of `out/<study>` measured by the code in `base_tree` (commit `base`) over to this
     checkout's code, arm by arm: an arm whose replay gives equal digests with both is carried over, an arm whose
     replay differs keeps its rows stale (the record names the arms it carries, `arms`, and those it does not,
     `differ`, when some differ). Returns the record written to `equivalence.json`, or None when no stale row was
     measured by that code (rows of other codes are left for a replay against their own commit). Raises when
-    every arm's replay differs (nothing written)."""
+    every arm's replay differs (nothing written). The record's `head` is `head` when given (the commit that
+    `rebase_commit`'s guard read), else `git_commit` of `head_tree`'s package."""
     dest = Path(out) / study.name
     head_tree = Path(head_tree or Path(contextrast.__file__).parent.parent)
     now, known, eqs = code_units(), read_code(dest), read_equivalences(dest)
@@ -262,7 +263,8 @@ def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = 
     if not digests:
         raise RuntimeError(f"every arm of {study.name} trains or evaluates differently with this code than with {base} ("
                            + ", ".join(f"{a}: {b} vs {c}" for a, (b, c) in differ.items()) + "): rerun the study's stale rows")
-    record = {"from": stale, "to": code_fingerprint(now), "base": base, "head": git_commit(head_tree / "contextrast"),
+    record = {"from": stale, "to": code_fingerprint(now), "base": base,
+              "head": head or git_commit(head_tree / "contextrast"),
               "changes": code_changes(was, now), "iterations": iterations, "images": images, "seeds": seeds,
               "digests": digests}
     if differ: record.update(arms=sorted(digests), differ=differ)
@@ -272,14 +274,16 @@ def rebase_study(study: Study, base_tree, base: str, out="results", mode: str = 
 
 
 def rebase_commit(study: Study, base: str, out="results", mode: str = "default", iterations: int = 10,
-                  images: int = 4, verbose: bool = True) -> dict | None:
-    "`rebase_study` against the package at git commit `base` (this checkout's package must be committed)."
-    head = git_commit()
+                  images: int = 4, verbose: bool = True, root=None) -> dict | None:
+    """`rebase_study` against the package at git commit `base` of the checkout `root` (default: this package's). Its
+    package must be committed (files outside `contextrast/` do not count), and the record's `head` is the commit this
+    guard read: the two cannot disagree."""
+    root = Path(root or Path(contextrast.__file__).parent.parent)
+    head = git_commit(root / "contextrast")
     if head == "unknown" or head.endswith("+dirty"):
         raise ValueError(f"this checkout's package ({head}) is not a clean commit: commit the change before replaying it")
-    root = Path(contextrast.__file__).parent.parent
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(["git", "archive", base, "contextrast"], cwd=root, capture_output=True)
         if archive.returncode: raise ValueError(f"git cannot read commit {base}: {archive.stderr.decode().strip()}")
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        return rebase_study(study, tmp, base, out, mode, iterations, images, root, verbose)
+        return rebase_study(study, tmp, base, out, mode, iterations, images, root, verbose, head)

@@ -141,7 +141,7 @@ def load_scales(study_dir, arm: str, seeds, mode: str = "default") -> tuple[np.n
 # %% auto #0
 __all__ = ['iou_of', 'miou_of', 'boundary_iou_of', 'scale_iou_of', 'image_weights', 'paired_interval', 'seeds_needed',
            'paired_bootstrap', 'boundary_bootstrap', 'scale_bootstrap', 'load_confusions', 'load_boundary',
-           'load_scales', 'summarize', 'summary_table', 'class_comparison', 'plot_study']
+           'load_scales', 'summarize', 'summary_table', 'class_comparison', 'group_comparison', 'plot_study']
 
 # %% ../nbs/20b_statistics.ipynb #c74b7451
 def _ms(v) -> tuple[float, float]:
@@ -151,7 +151,8 @@ def _ms(v) -> tuple[float, float]:
 
 def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict]:
     """Per arm: seeds, mIoU and B-mIoU@5 mean ± std, and against the reference the paired difference over the seeds
-    both have (mean ± std, wins) with its `paired_interval` (seeds and images) and the image-only interval."""
+    both have (`paired` of them: arms may have seeds of their own; mean ± std, wins) with its `paired_interval`
+    (seeds and images) and the image-only interval."""
     study = json.loads((Path(study_dir) / "study.json").read_text())
     rows = [r for r in read_runs(study_dir) if r["mode"] == mode]
     ref = study["reference"]
@@ -167,7 +168,7 @@ def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict
         if a != ref and shared:
             iv = paired_bootstrap(load_confusions(study_dir, ref, shared, mode), load_confusions(study_dir, a, shared, mode), n_boot)
             d, d_sd = _ms(iv["seeds"])
-            row.update(diff=d, diff_std=d_sd, wins=int((iv["seeds"] > 0).sum()), lo=float(iv["lo"]), hi=float(iv["hi"]),
+            row.update(paired=len(shared), diff=d, diff_std=d_sd, wins=int((iv["seeds"] > 0).sum()), lo=float(iv["lo"]), hi=float(iv["hi"]),
                        img_lo=float(iv["img_lo"]), img_hi=float(iv["img_hi"]), needed=iv["needed"])
         out.append(row)
     return out
@@ -175,7 +176,9 @@ def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict
 
 def summary_table(rows, reference: str = "ce") -> str:
     """The rows of `summarize` as a text table in percent: the 95 % interval over seeds and images, the image-only
-    interval (runs held fixed), and the seeds a gap of this size and spread needs for its interval to leave out 0."""
+    interval (runs held fixed), and the seeds a gap of this size and spread needs for its interval to leave out 0.
+    Wins count out of the paired seeds; a note under the table names the arms whose difference leaves out seeds
+    that only one of the two arms has."""
     pct = lambda x: "    -" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.2f}"
     iv = lambda lo, hi: "       -        " if math.isnan(lo) else f"[{100 * lo:+6.2f}, {100 * hi:+6.2f}]"
     lines = [f"{'arm':20s} seeds   mIoU ± std     B-mIoU@5 ± std   Δ vs {reference} ± std (wins)   "
@@ -183,11 +186,15 @@ def summary_table(rows, reference: str = "ce") -> str:
     for r in rows:
         if "diff" in r:
             need = "-" if r["needed"] is None else str(r["needed"])
-            delta = (f"{100 * r['diff']:+6.2f} ± {pct(r['diff_std'])} ({r['wins']}/{r['seeds']})   "
+            delta = (f"{100 * r['diff']:+6.2f} ± {pct(r['diff_std'])} ({r['wins']}/{r.get('paired', r['seeds'])})   "
                      f"{iv(r['lo'], r['hi'])}  {iv(r['img_lo'], r['img_hi'])}  {need:>3}")
         else: delta = "reference" if r["arm"] == reference else f"no seed shared with {reference}"
         lines.append(f"{r['arm']:20s} {r['seeds']:5d}   {pct(r['miou'])} ± {pct(r['miou_std'])}   "
                      f"{pct(r['b_miou_5'])} ± {pct(r['b_miou_5_std'])}    {delta}")
+    n_ref = next((r["seeds"] for r in rows if r["arm"] == reference), None)
+    part = [f"{r['arm']} ({r['paired']} of its {r['seeds']}, of {reference}'s {n_ref})" for r in rows
+            if "paired" in r and (r["paired"] < r["seeds"] or r["paired"] != n_ref)]
+    if part: lines.append(f"Δ pairs the seeds both arms have: {'; '.join(part)}")
     return "\n".join(lines)
 
 
@@ -228,6 +235,41 @@ def class_comparison(study_dir, ref: str, arm: str, seeds, classes=None, mode: s
         lines.append(f"B-mIoU@{d:<5} {mean(ref, f'b_miou_{d}'):12.2f} {mean(arm, f'b_miou_{d}'):12.2f} "
                      f"{100 * bb['diff'][i]:+6.2f}  {iv(bb['lo'][i], bb['hi'][i])}{how}")
     return "\n".join(lines)
+
+
+def group_comparison(study_dir, arms, seeds, pairs, groups, mode: str = "default", n: int = 1000) -> tuple[str, dict]:
+    """The mIoU of groups of classes and of objects: the follow-up's frequency groups (`groups`: the head, mid and
+    tail classes, `metrics.frequency_groups`) and, where every run kept its per-image counts, the object-scale
+    groups (notebook 10). Per arm the mean ± std over `seeds`; for each `(arm, ref)` in `pairs` the paired
+    difference of each group, the seeds it wins and its 95 % interval over seeds and images
+    (`paired_interval`).
+    Returns the text and `{title: {"names", "values": {arm: [S, G] in %}, "diffs": {(arm, ref): interval}}}`."""
+    from contextrast.metrics import FREQUENCY_GROUPS
+    def by_frequency(conf):                                                     # [..., C, C] → [..., 3]
+        iou = iou_of(conf)
+        return np.stack([_nanmean(iou[..., list(g)], -1) if g else np.full(iou.shape[:-1], np.nan) for g in groups], -1)
+    parts = {"frequency group": (FREQUENCY_GROUPS, {a: (load_confusions(study_dir, a, seeds, mode),) for a in arms},
+                                 by_frequency)}
+    if all(result_file(study_dir, "scales", a, s, mode).exists() for a in arms for s in seeds):
+        scales = {a: load_scales(study_dir, a, seeds, mode) for a in arms}
+        parts["object scale"] = (scales[arms[0]][2], {a: v[:2] for a, v in scales.items()},
+                                 lambda c, o: _nanmean(scale_iou_of(c, o), -1))
+    sd = lambda x: f"{np.std(x, ddof=1):4.2f}" if len(x) > 1 else "   -"
+    w = max(len(f"Δ {a} − {ref}") for a, ref in [*pairs, ("", "")] + [(a, "") for a in arms]) + 1
+    iv = lambda lo, hi: "" if math.isnan(lo) else f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+    lines, out = [], {}
+    for title, (names, data, metric) in parts.items():
+        values = {a: 100 * metric(*[x.sum(1) for x in data[a]]) for a in arms}
+        diffs = {(a, ref): paired_interval(metric, data[ref], data[a], n) for a, ref in pairs}
+        out[title] = {"names": tuple(names), "values": values, "diffs": diffs}
+        lines.append(f"mIoU by {title}, % (mean ± std over seeds {', '.join(map(str, seeds))}):")
+        lines += [f"  {a:{w}s}" + "   ".join(f"{g} {v[:, k].mean():5.2f} ± {sd(v[:, k])}" for k, g in enumerate(names))
+                  for a, v in values.items()]
+        won = lambda b, k: f"({int((b['seeds'][:, k] > 0).sum())}/{len(b['seeds'])})"        # seeds won
+        lines += [f"  {'Δ ' + a + ' − ' + ref:{w}s}" + "   ".join(f"{g} {100 * b['diff'][k]:+5.2f} {won(b, k)}"
+                                                              f"{iv(b['lo'][k], b['hi'][k])}" for k, g in enumerate(names))
+                  for (a, ref), b in diffs.items()]
+    return "\n".join(lines), out
 
 
 def plot_study(study_dir, mode: str = "default", classes=None, n_boot: int = 1000):

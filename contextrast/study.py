@@ -64,8 +64,9 @@ def run_one(cfg: Config, run_dir, verbose: bool = False) -> dict:
 
 def run_study(study: Study, mode: str = "default", arms=None, seeds=None, jobs: int = 1, runs_root="runs/studies",
               out="results", verbose: bool = True) -> Path:
-    "Run every `(arm, seed)` of `study` not finished yet, then `collect` its results; returns `out/<study>`."
-    todo = [(a, s) for a in (arms or study.arms) for s in (seeds if seeds is not None else study.seeds)]
+    """Run every `(arm, seed)` of `study` not finished yet (`study.runs(arms, seeds)`: each arm over its own seeds; `seeds`
+    a list: those for every arm, a number N: the first N of each arm's), then `collect` its results; returns `out/<study>`."""
+    todo = study.runs(arms, seeds)
     pending = [(a, s) for a, s in todo if not (run_dir(runs_root, study.config(a, s, mode)) / "result.json").exists()]
     if verbose: print(f"study {study.name} ({mode}): {len(todo)} runs, {len(todo) - len(pending)} already done", flush=True)
     t0 = time.perf_counter()
@@ -105,37 +106,38 @@ def collect(study: Study, mode: str = "default", arms=None, seeds=None, runs_roo
     (dest / "confusions").mkdir(parents=True, exist_ok=True)
     rows = {(r["arm"], r["seed"], r["mode"]): r for r in read_runs(dest)} if (dest / "runs.csv").exists() else {}
     units = {}                                             # fingerprint → code units, from the runs' result.json
-    for a in (arms or study.arms):
-        for s in (seeds if seeds is not None else study.seeds):
-            cfg = study.config(a, s, mode)
-            d = run_dir(runs_root, cfg)
-            if not (d / "result.json").exists(): continue
-            res = json.loads((d / "result.json").read_text())
-            for extra in EXTRAS:
-                if (d / f"{extra}.npz").exists():
-                    (dest / extra).mkdir(exist_ok=True)
-                    shutil.copyfile(d / f"{extra}.npz", result_file(dest, extra, a, s, mode))
-            old = rows.get((a, str(s), mode))
-            if old is not None and old["key"] == res["key"] and old["code"] == res["code"]: continue   # already collected
-            if "code_units" in res: units[res["code"]] = res["code_units"]
-            shutil.copyfile(d / "confusions.npz", result_file(dest, "confusions", a, s, mode))
-            row = {"study": study.name, "arm": a, "seed": str(s), "mode": mode, "commit": res["commit"], "code": res["code"],
-                   "command": command_of(study, a, s, mode), "dataset": cfg.dataset, "split": study.split,
-                   "images": res["images"], "iterations": res["iterations"], "key": res["key"],
-                   "train_seconds": f"{res['train_seconds']:.1f}", "images_per_s": f"{res['images_per_s']:.2f}",
-                   "timing": res.get("timing", "process_wall"),
-                   "peak_memory_mb": f"{res['peak_memory_mb']:.0f}", "device": res["device"],
-                   "miou": f"{res['miou']:.6f}", **{f"b_miou_{d_}": f"{res[f'b_miou_{d_}']:.6f}" for d_ in (5, 7, 10)},
-                   **{f"iou_{c}": f"{v:.6f}" for c, v in zip(res["classes"], res["iou"])}}
-            rows[(a, str(s), mode)] = row
+    for a, s in study.runs(arms, seeds):
+        cfg = study.config(a, s, mode)
+        d = run_dir(runs_root, cfg)
+        if not (d / "result.json").exists(): continue
+        res = json.loads((d / "result.json").read_text())
+        for extra in EXTRAS:
+            if (d / f"{extra}.npz").exists():
+                (dest / extra).mkdir(exist_ok=True)
+                shutil.copyfile(d / f"{extra}.npz", result_file(dest, extra, a, s, mode))
+        old = rows.get((a, str(s), mode))
+        if old is not None and old["key"] == res["key"] and old["code"] == res["code"]: continue   # already collected
+        if "code_units" in res: units[res["code"]] = res["code_units"]
+        shutil.copyfile(d / "confusions.npz", result_file(dest, "confusions", a, s, mode))
+        row = {"study": study.name, "arm": a, "seed": str(s), "mode": mode, "commit": res["commit"], "code": res["code"],
+               "command": command_of(study, a, s, mode), "dataset": cfg.dataset, "split": study.split,
+               "images": res["images"], "iterations": res["iterations"], "key": res["key"],
+               "train_seconds": f"{res['train_seconds']:.1f}", "images_per_s": f"{res['images_per_s']:.2f}",
+               "timing": res.get("timing", "process_wall"),
+               "peak_memory_mb": f"{res['peak_memory_mb']:.0f}", "device": res["device"],
+               "miou": f"{res['miou']:.6f}", **{f"b_miou_{d_}": f"{res[f'b_miou_{d_}']:.6f}" for d_ in (5, 7, 10)},
+               **{f"iou_{c}": f"{v:.6f}" for c, v in zip(res["classes"], res["iou"])}}
+        rows[(a, str(s), mode)] = row
     if rows:
         record_code(dest, rows.values(), units)
         write_runs(dest, sorted(rows.values(), key=lambda r: (r["mode"], list(study.arms).index(r["arm"])
                                                                if r["arm"] in study.arms else 99, int(r["seed"]))))
     (dest / "study.json").write_text(json.dumps({"name": study.name, "description": study.description,
                                                  "preset": study.preset, "base": study.base, "arms": study.arms,
-                                                 "seeds": list(study.seeds), "reference": study.reference,
-                                                 "smoke": study.smoke}, indent=1, default=list) + "\n")
+                                                 "seeds": list(study.seeds),
+                                                 **({"arm_seeds": study.arm_seeds} if study.arm_seeds else {}),
+                                                 "reference": study.reference, "smoke": study.smoke},
+                                                indent=1, default=list) + "\n")
     return dest
 
 
@@ -151,21 +153,20 @@ def reevaluate(study: Study, mode: str = "default", arms=None, seeds=None, runs_
     """Evaluate the finished runs of `study` that lack `boundary.npz` or `scales.npz` again from their final weights
     (`last.pt`), write what they lack, then `collect`. The per-image confusions must come out equal to the stored
     ones, or it stops with an error."""
-    for a in (arms or study.arms):
-        for s in (seeds if seeds is not None else study.seeds):
-            cfg = study.config(a, s, mode)
-            d = run_dir(runs_root, cfg)
-            missing = [x for x in EXTRAS if not (d / f"{x}.npz").exists()]
-            if not (d / "result.json").exists() or not missing: continue
-            if not (d / "last.pt").exists(): raise RuntimeError(f"run {a} seed {s} ({d}) has no last.pt to evaluate")
-            trainer, ev = train_and_evaluate(cfg, d, train=False)
-            if trainer.iteration != cfg.iterations:
-                raise RuntimeError(f"{d / 'last.pt'} holds iteration {trainer.iteration}, not the run's last ({cfg.iterations})")
-            if not np.array_equal(ev["confusions"], np.load(d / "confusions.npz")["confusions"]):
-                raise RuntimeError(f"run {a} seed {s}: its last.pt gives other predictions than the ones it was evaluated "
-                                   f"with ({d / 'confusions.npz'}); nothing written")
-            save_evaluation(ev, d, missing)
-            if verbose: print(f"  {a} seed {s}: evaluated again, same predictions; {', '.join(missing)} counts written", flush=True)
+    for a, s in study.runs(arms, seeds):
+        cfg = study.config(a, s, mode)
+        d = run_dir(runs_root, cfg)
+        missing = [x for x in EXTRAS if not (d / f"{x}.npz").exists()]
+        if not (d / "result.json").exists() or not missing: continue
+        if not (d / "last.pt").exists(): raise RuntimeError(f"run {a} seed {s} ({d}) has no last.pt to evaluate")
+        trainer, ev = train_and_evaluate(cfg, d, train=False)
+        if trainer.iteration != cfg.iterations:
+            raise RuntimeError(f"{d / 'last.pt'} holds iteration {trainer.iteration}, not the run's last ({cfg.iterations})")
+        if not np.array_equal(ev["confusions"], np.load(d / "confusions.npz")["confusions"]):
+            raise RuntimeError(f"run {a} seed {s}: its last.pt gives other predictions than the ones it was evaluated "
+                               f"with ({d / 'confusions.npz'}); nothing written")
+        save_evaluation(ev, d, missing)
+        if verbose: print(f"  {a} seed {s}: evaluated again, same predictions; {', '.join(missing)} counts written", flush=True)
     return collect(study, mode, arms, seeds, runs_root, out)
 
 # %% ../nbs/20c_studies.ipynb #17398962
@@ -178,7 +179,7 @@ def smoke_study(study: Study, arms, seed: int = 0) -> str:
     want = [(a, study.config(a, seed, "smoke").iterations) for a in arms]
     if got != want: raise RuntimeError(f"smoke runs of {study.name}: rows {got}, expected {want}")
     if not all(math.isfinite(float(r["miou"])) for r in rows): raise RuntimeError(f"smoke runs of {study.name}: a mIoU is not finite")
-    return f"{len(study.arms)} arms × {len(study.seeds)} seeds; smoke runs of {', '.join(arms)}: rows written, finite mIoU"
+    return f"{study.plan()}; smoke runs of {', '.join(arms)}: rows written, finite mIoU"
 
 
 def committed_results(study: Study, out="../results", mode: str = "default") -> str:
@@ -235,7 +236,7 @@ def study_parser() -> argparse.ArgumentParser:
     g.add_argument("--full", action="store_true", help="the paper-scale version (GPUs)")
     p.add_argument("--arm", action="append", help="only this arm (repeatable)")
     p.add_argument("--seed", type=int, action="append", help="only this seed (repeatable)")
-    p.add_argument("--seeds", type=int, help="the first N seeds of the study")
+    p.add_argument("--seeds", type=int, help="the first N seeds of each arm")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each on one thread when more than 1)")
     p.add_argument("--out", default="results", help="results folder (results)")
     p.add_argument("--runs", default="runs/studies", help="where run directories go (runs/studies)")
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
     if a.check:
         problems = check_study(study, a.out, mode)
         for p in problems: print(f"{study.name}: {p}")
-        if not problems: print(f"{study.name}: {len(study.arms) * len(study.seeds)} runs, all measured by this code")
+        if not problems: print(f"{study.name}: {len(study.runs())} runs, all measured by this code")
         return 1 if problems else 0
     if a.summary:
         print(summary_table(summarize(Path(a.out) / study.name, mode), study.reference))
@@ -285,7 +286,7 @@ def main(argv=None) -> int:
               + (f"; arms {', '.join(record['differ'])} replay differently: their rows stay stale until rerun"
                  if record and record.get("differ") else ""))
         return 0
-    seeds = a.seed or (list(study.seeds[:a.seeds]) if a.seeds else None)
+    seeds = a.seed or a.seeds or None              # --seeds N: the first N of each arm's seeds
     try:
         dest = (reevaluate(study, mode, a.arm, seeds, a.runs, a.out) if a.reevaluate else
                 run_study(study, mode, a.arm, seeds, a.jobs, a.runs, a.out))
