@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "nbs" / "tests"))
 from test_host_syncs import batch  # noqa: E402
 
 CONFIGS = [("contextrast", {}), ("contextrast", {"ratio": 0.3}), ("contextrast", {"ratio": 1.0, "max_samples": 64}),
-           ("contextrast", {"sampling": "semi_hard", "fusion": False}),
+           ("contextrast", {"sampling": "semi_hard", "fusion": "none"}),
            ("contextrast", {"sampling": "random", "normalize_anchors": True}),
            ("contextrast_pp", {"embed_dim": 32, "memory_size": 7}), ("contextrast_pp", {"embed_dim": 32, "fusion": "static"})]
 

@@ -1,10 +1,14 @@
 """CPU cost of a training step at the CamVid study's setting, per loss, measured side by side in one process.
 
-    python bench/loss_step.py [--rounds 3] [--steps 2] [--profile]
+    python bench/loss_step.py [--rounds 3] [--steps 2] [--profile] [--model fpn_r18]
 
-fpn_r18 from scratch, 11 classes, 180×240 crops, batch 8, bf16 autocast, one thread (the `camvid_cpu`
-preset): forward, loss, backward and SGD update of the plain network under cross-entropy (`ce`: the
-projection heads do not run), and of the network with its heads under `contextrast` and `contextrast_pp`.
+fpn_r18 from scratch (`--model`: any model name, e.g. `fpn_efficientnet_lite0`, the pretrained study's), 11
+classes, 180×240 crops, batch 8, bf16 autocast, one thread (the `camvid_cpu` preset): forward, loss, backward
+and SGD update of the plain network under cross-entropy (`ce`: the projection heads do not run), of the
+network with its heads under cross-entropy (`ce_heads`, as the studies' CE arm: the heads run forward only),
+with the heads' backward too (`heads_backward`: cross-entropy plus zero times the embeddings, so the heads and
+their normalisation run backward and no contrastive term does: the part of a step any loss on these
+heads pays) and under `contextrast` and `contextrast_pp`.
 The arms alternate `--rounds` times, `--steps` steps each after one warm-up step each, on the same
 batch (labels: smooth random regions); the ratios to `ce` are taken from medians within this run.
 `--loss-only` times the loss's forward and backward alone, on the network's bf16 outputs for that batch
@@ -45,10 +49,23 @@ def base_build_loss(commit):
     return old
 
 
+class HeadsBackward(torch.nn.Module):
+    "Cross-entropy plus zero times every embedding: the heads' backward runs, no contrastive term does."
+    def __init__(self): super().__init__(); self.ce = build_loss("ce", C)
+    def forward(self, logits, embeddings, labels):
+        out = self.ce(logits, embeddings, labels)
+        out["total"] = out["total"] + sum(e.float().sum() for e in embeddings) * 0.0
+        return out
+
+
+MODEL = "fpn_r18"
+
+
 def arm(name, losses=None):
     torch.manual_seed(0)
     kind = name.split("@")[0]
-    model = Plain(build_network("fpn_r18", C)) if kind == "ce" else build_model("fpn_r18", C, embed_dim=D)
+    model = Plain(build_network(MODEL, C)) if kind == "ce" else build_model(MODEL, C, embed_dim=D)
+    if kind == "heads_backward": return model.train(), HeadsBackward(), torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss = (losses or build_loss)("ce" if kind == "ce_heads" else kind, C, **({"embed_dim": D} if kind == "contextrast_pp" else {}))
     opt = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.01, momentum=0.9)
     return model.train(), loss, opt
@@ -66,12 +83,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--arms", nargs="*", default=["ce", "ce_heads", "contextrast", "contextrast_pp"],
-                   help="ce (plain network), ce_heads (cross-entropy, heads running), contextrast, contextrast_pp")
+    p.add_argument("--arms", nargs="*", default=["ce", "ce_heads", "heads_backward", "contextrast", "contextrast_pp"],
+                   help="ce (plain network), ce_heads (cross-entropy, heads running), heads_backward, contextrast, "
+                        "contextrast_pp")
+    p.add_argument("--model", default="fpn_r18", help="the network (fpn_r18, the camvid_cpu studies'; "
+                   "fpn_efficientnet_lite0, the pretrained study's; weights do not change the cost)")
     p.add_argument("--base", help="also time the contextrast arms with the package of this git commit")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--loss-only", action="store_true", help="time the loss's forward and backward alone")
     a = p.parse_args(argv)
+    global MODEL
+    MODEL = a.model
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, 3, *SIZE, generator=g)
@@ -103,7 +125,7 @@ def main(argv=None):
                 t = time.perf_counter(); step(*arms[n], x, y); times[n].append(time.perf_counter() - t)
     med = {n: statistics.median(v) for n, v in times.items()}
     for n in arms:
-        ratios = "".join(f"  to {r} {med[n] / med[r]:.3f}" for r in ("ce", "ce_heads") if r in med)
+        ratios = "".join(f"  to {r} {med[n] / med[r]:.3f}" for r in ("ce", "ce_heads", "heads_backward") if r in med)
         print(f"{n:26s} {med[n]:.3f} s/step  {BATCH / med[n]:5.1f} images/s{ratios}")
 
 
