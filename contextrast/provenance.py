@@ -22,7 +22,7 @@ from .experiments import Study, key_fields, read_runs
 # %% auto #0
 __all__ = ['MEASURED_MODULES', 'PROSE_UNITS', 'is_prose', 'source_units', 'code_units', 'code_fingerprint', 'code_changes',
            'git_commit', 'imported_code', 'units_at', 'read_code', 'read_equivalences', 'current_code', 'record_code',
-           'check_study', 'replay', 'tree_units', 'rebase_study', 'rebase_commit']
+           'check_study', 'study_progress', 'replay', 'tree_units', 'rebase_study', 'rebase_commit']
 
 # %% ../nbs/27_provenance.ipynb #6e5357b3
 MEASURED_MODULES = ("anchors", "fusion", "infonce", "error_maps", "distance", "bane", "loss", "baselines", "models",
@@ -199,6 +199,15 @@ def check_study(study: Study, out="results", mode: str = "default") -> list[str]
         if code not in changes: changes[code] = code_changes(known[code], now)
         if ch := changes[code]: problems.append(f"{was}; since then {', '.join(ch[:4])}{' …' if len(ch) > 4 else ''}")
     return problems
+
+
+def study_progress(study: Study, out="results", mode: str = "default") -> tuple[int, list[str]]:
+    """`(runs made, problems)`: `check_study` with the runs not made yet counted rather than listed, for a
+    study that is still being run (a missing `runs.csv` is 0 runs made, and says so)."""
+    problems = check_study(study, out, mode)
+    missing = [p for p in problems if p.startswith("missing: ")]
+    made = len(study.runs()) - len(missing) if (Path(out) / study.name / "runs.csv").exists() else 0
+    return made, [p for p in problems if p not in missing]
 
 # %% ../nbs/27_provenance.ipynb #7a73d5ab
 def replay(study: Study, arm: str, seed: int, tree, mode: str = "default", iterations: int = 10, images: int = 4) -> str:
