@@ -40,7 +40,7 @@ def test_gpu_bench_runs_every_section_on_a_cpu(tmp_path):
 def test_gpu_bench_budget_skips_what_would_not_fit(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--out", str(tmp_path),
-                        "--budget", "3", "--only", "environment", "parity", "cost", "camvid"],
+                        "--budget", "30", "--only", "environment", "cost", "camvid"],     # 2 s fits; 90 and 110 never do
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     res = json.loads((tmp_path / "gpu.json").read_text())["sections"]
     assert res["environment"]["status"] == "ok", r.stderr[-2000:]
