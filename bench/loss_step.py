@@ -58,13 +58,10 @@ class HeadsBackward(torch.nn.Module):
         return out
 
 
-MODEL = "fpn_r18"
-
-
-def arm(name, losses=None):
+def arm(name, model_name="fpn_r18", losses=None):
     torch.manual_seed(0)
     kind = name.split("@")[0]
-    model = Plain(build_network(MODEL, C)) if kind == "ce" else build_model(MODEL, C, embed_dim=D)
+    model = Plain(build_network(model_name, C)) if kind == "ce" else build_model(model_name, C, embed_dim=D)
     if kind == "heads_backward": return model.train(), HeadsBackward(), torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss = (losses or build_loss)("ce" if kind == "ce_heads" else kind, C, **({"embed_dim": D} if kind == "contextrast_pp" else {}))
     opt = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.01, momentum=0.9)
@@ -92,16 +89,14 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true")
     p.add_argument("--loss-only", action="store_true", help="time the loss's forward and backward alone")
     a = p.parse_args(argv)
-    global MODEL
-    MODEL = a.model
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, 3, *SIZE, generator=g)
     y = F.interpolate(torch.rand(BATCH, C, 6, 8, generator=g), size=SIZE, mode="bilinear").argmax(1)
-    arms = {n: arm(n) for n in a.arms}
+    arms = {n: arm(n, a.model) for n in a.arms}
     if a.base:
         old = base_build_loss(a.base)
-        arms.update({f"{n}@{a.base}": arm(n, old) for n in a.arms if n.startswith("contextrast")})
+        arms.update({f"{n}@{a.base}": arm(n, a.model, old) for n in a.arms if n.startswith("contextrast")})
     if a.loss_only:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = arms[next(n for n in arms if n.startswith("contextrast"))][0](x)
