@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from contextrast.loss import build_loss  # noqa: E402
 from contextrast.models import build_model, build_network  # noqa: E402
+from gpu import HeadsBackward  # noqa: E402  (bench/, this script's folder, is on sys.path)
 
 C, SIZE, BATCH, D = 11, (180, 240), 8, 256
 
@@ -49,20 +50,11 @@ def base_build_loss(commit):
     return old
 
 
-class HeadsBackward(torch.nn.Module):
-    "Cross-entropy plus zero times every embedding: the heads' backward runs, no contrastive term does."
-    def __init__(self): super().__init__(); self.ce = build_loss("ce", C)
-    def forward(self, logits, embeddings, labels):
-        out = self.ce(logits, embeddings, labels)
-        out["total"] = out["total"] + sum(e.float().sum() for e in embeddings) * 0.0
-        return out
-
-
 def arm(name, model_name="fpn_r18", losses=None):
     torch.manual_seed(0)
     kind = name.split("@")[0]
     model = Plain(build_network(model_name, C)) if kind == "ce" else build_model(model_name, C, embed_dim=D)
-    if kind == "heads_backward": return model.train(), HeadsBackward(), torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if kind == "heads_backward": return model.train(), HeadsBackward(C), torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss = (losses or build_loss)("ce" if kind == "ce_heads" else kind, C, **({"embed_dim": D} if kind == "contextrast_pp" else {}))
     opt = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.01, momentum=0.9)
     return model.train(), loss, opt
