@@ -13,11 +13,12 @@ set -u
 OUT=$(mkdir -p "${1:?usage: bash bench/gpu_check.sh OUT [flags of bench/gpu.py]}" && cd "$1" && pwd)
 shift
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" PYTHONUNBUFFERED=1
+PY=$(command -v python3 || command -v python)     # GPU images often have python3 alone
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/contextrast_gpu_XXXXXX")
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 # the sections stop starting at 330 s; the timeout is the last guard, gpu.json keeps what finished
-timeout -k 10 350 python bench/gpu.py --out "$OUT" --work "$WORK" --camvid .device_data/camvid --budget 330 "$@" 2>&1 | tee "$OUT/log.txt"
+timeout -k 10 350 "$PY" bench/gpu.py --out "$OUT" --work "$WORK" --camvid .device_data/camvid --budget 330 "$@" 2>&1 | tee "$OUT/log.txt"
 status=${PIPESTATUS[0]}
 rm -rf "$WORK"
 exit "$status"
