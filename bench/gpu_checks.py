@@ -225,20 +225,55 @@ def fp16_trainer(ctx):
             "last_total": values["total"], "ok": kept and scale_after_skip < 2.0 ** 60 and moved and math.isfinite(values["total"])}
 
 
+def state_differences(a, b, prefix=""):
+    "The keys (dotted) where two nested state dicts differ: tensors compared bit for bit, other values with ==."
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys(): return [f"{prefix}keys"]
+        return [d for k in a for d in state_differences(a[k], b[k], f"{prefix}{k}.")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b): return [f"{prefix}len"]
+        return [d for i, (u, v) in enumerate(zip(a, b)) for d in state_differences(u, v, f"{prefix}{i}.")]
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype \
+            and bool(torch.equal(a.cpu(), b.cpu()))
+        return [] if same else [prefix.rstrip(".")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 def resume(ctx):
-    "Train 6 iterations straight and 3 + resume + 3: on the CPU bit-identical; on CUDA within the stated tolerance."
+    """Train 3 iterations, save, resume: the resumed trainer's whole state (weights, optimiser, scaler, criterion,
+    CPU and GPU random states) must equal the saved one bit for bit, on every device. Then 3 more iterations:
+    on the CPU the resumed run equals a straight 6-iteration run bit for bit; on CUDA it cannot (float atomics,
+    the bilinear backward and cuDNN make two identical runs differ, and BANE's negatives follow the argmax, so a
+    difference in the last bits can move a whole error region), so the drift is reported beside the floor:
+    how far a second straight run lies from the first."""
     from contextrast.trainer import Trainer
     straight = Trainer(tiny_config(ctx, ctx.work / "straight"), progress=False, verbose=False)
     straight.fit()
+    again = Trainer(tiny_config(ctx, ctx.work / "again"), progress=False, verbose=False)
+    again.fit()
     half = Trainer(tiny_config(ctx, ctx.work / "half"), progress=False, verbose=False)
     half.fit(until=3)
     path = half.save_checkpoint()
+    saved = half.state_dict()
     resumed = Trainer.resume(path, progress=False, verbose=False)
+    loaded = resumed.state_dict()
+    differ = [k for k in state_differences(saved, loaded) if not k.startswith("config.out_dir")]
     resumed.fit()
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    worst = max(rel(a[k], b[k]) for k in a if a[k].is_floating_point())
-    tol = 0.0 if not cuda(ctx) else 1e-2     # float atomics, bilinear backward and cuDNN: runs differ in the last bits
-    return {"max_rel_weight_diff": worst, "tolerance": tol, "bitwise": worst == 0.0, "ok": worst <= tol}
+    def worst(u, v):
+        a, b = u.model.state_dict(), v.model.state_dict()
+        return max(rel(a[k], b[k]) for k in a if a[k].is_floating_point())
+    drift, floor = worst(straight, resumed), worst(straight, again)
+    res = {"state_at_resume_differs_in": differ, "state_at_resume_identical": not differ,
+           "iterations": [half.iteration, resumed.iteration], "max_rel_weight_diff": drift,
+           "max_rel_weight_diff_two_straight_runs": floor, "bitwise": drift == 0.0}
+    if cuda(ctx):
+        res["note"] = "on CUDA the continuation is reported, not bound: two straight runs differ as much (the floor)"
+        res["ok"] = not differ and resumed.iteration == straight.iteration
+    else:
+        res["tolerance"] = 0.0
+        res["ok"] = not differ and drift == 0.0 and floor == 0.0
+    return res
 
 
 def evaluation(ctx):
@@ -291,11 +326,13 @@ def distributed(ctx):
             dist.all_gather_object(gathered, {"rank": dist.get_rank(), "anchors": A2.detach().cpu()})
         finally:
             dist.destroy_process_group()
-    same = bool(torch.equal(A, A2)) and bool(torch.equal(n, n2)) and bool(torch.equal(g_local, e.grad))
-    return {"backend": backend, "anchors_and_grads_equal_single_process": same,
-            "all_gather_object": bool(torch.equal(gathered[0]["anchors"], A.detach().cpu())),
+    tol = 1e-5 if cuda(ctx) else 0.0        # CUDA's scatter_add_ adds with atomics: two calls differ in the last bits
+    diff = {"anchors": rel(A, A2), "negatives": rel(n.float(), n2.float()), "gradient": rel(g_local, e.grad)}
+    gathered_same = bool(torch.equal(gathered[0]["anchors"], A2.detach().cpu())) and gathered[0]["rank"] == 0
+    return {"backend": backend, "rel_diff_to_single_process": diff, "tolerance": tol,
+            "all_gather_object_returns_what_was_sent": gathered_same,
             "untested": "multi-GPU runs and SyncBatchNorm across GPUs (one GPU here)",
-            "ok": same and bool(torch.equal(gathered[0]["anchors"], A.detach().cpu()))}
+            "ok": all(v <= tol for v in diff.values()) and gathered_same}
 
 
 def syncs(ctx):

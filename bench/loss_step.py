@@ -1,6 +1,7 @@
 """CPU cost of a training step at the CamVid study's setting, per loss, measured side by side in one process.
 
     python bench/loss_step.py [--rounds 3] [--steps 2] [--profile] [--model fpn_r18]
+    python bench/loss_step.py --device cuda --size 512 1024 --classes 19 --profile      # a GPU at Cityscapes' size
 
 fpn_r18 from scratch (`--model`: any model name, e.g. `fpn_efficientnet_lite0`, the pretrained study's), 11
 classes, 180×240 crops, batch 8, bf16 autocast, one thread (the `camvid_cpu` preset): forward, loss, backward
@@ -8,7 +9,8 @@ and SGD update of the plain network under cross-entropy (`ce`: the projection he
 network with its heads under cross-entropy (`ce_heads`, as the studies' CE arm: the heads run forward only),
 with the heads' backward too (`heads_backward`: cross-entropy plus zero times the embeddings, so the heads and
 their normalisation run backward and no contrastive term does: the part of a step any loss on these
-heads pays) and under `contextrast` and `contextrast_pp`.
+heads pays) and under `contextrast` and `contextrast_pp`. `--device cuda`, `--size`, `--batch` and
+`--classes` measure another setting (on a GPU each timed step ends with a synchronisation; all threads).
 The arms alternate `--rounds` times, `--steps` steps each after one warm-up step each, on the same
 batch (labels: smooth random regions); the ratios to `ce` are taken from medians within this run.
 `--loss-only` times the loss's forward and backward alone, on the network's bf16 outputs for that batch
@@ -29,6 +31,7 @@ from contextrast.models import build_model, build_network  # noqa: E402
 from gpu import HeadsBackward  # noqa: E402  (bench/, this script's folder, is on sys.path)
 
 C, SIZE, BATCH, D = 11, (180, 240), 8, 256
+DEVICE = torch.device("cpu")
 
 
 class Plain(torch.nn.Module):
@@ -60,15 +63,21 @@ def arm(name, model_name="fpn_r18", losses=None):
     return model.train(), loss, opt
 
 
+def sync():
+    if DEVICE.type == "cuda": torch.cuda.synchronize()
+
+
 def step(model, loss, opt, x, y):
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         out = model(x)
         total = loss(out["logits"], out["embeddings"], y)["total"]
     opt.zero_grad(set_to_none=True); total.backward(); opt.step()
-    return float(total.detach())
+    value = float(total.detach()); sync()
+    return value
 
 
 def main(argv=None):
+    global C, DEVICE
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2)
@@ -80,31 +89,45 @@ def main(argv=None):
     p.add_argument("--base", help="also time the contextrast arms with the package of this git commit")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--loss-only", action="store_true", help="time the loss's forward and backward alone")
+    p.add_argument("--device", default="cpu", help="cpu (one thread) or cuda")
+    p.add_argument("--size", type=int, nargs=2, default=list(SIZE), metavar=("H", "W"))
+    p.add_argument("--batch", type=int, default=BATCH)
+    p.add_argument("--classes", type=int, default=C)
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
+    C, DEVICE = a.classes, torch.device(a.device)
+    if DEVICE.type == "cpu": torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH, 3, *SIZE, generator=g)
-    y = F.interpolate(torch.rand(BATCH, C, 6, 8, generator=g), size=SIZE, mode="bilinear").argmax(1)
-    arms = {n: arm(n, a.model) for n in a.arms}
+    x = torch.randn(a.batch, 3, *a.size, generator=g).to(DEVICE)
+    y = F.interpolate(torch.rand(a.batch, C, 6, 8, generator=g), size=tuple(a.size), mode="bilinear").argmax(1).to(DEVICE)
+    to = lambda m: (m[0].to(DEVICE), m[1].to(DEVICE), m[2])
+    arms = {n: to(arm(n, a.model)) for n in a.arms}
     if a.base:
         old = base_build_loss(a.base)
-        arms.update({f"{n}@{a.base}": arm(n, a.model, old) for n in a.arms if n.startswith("contextrast")})
+        arms.update({f"{n}@{a.base}": to(arm(n, a.model, old)) for n in a.arms if n.startswith("contextrast")})
     if a.loss_only:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
             out = arms[next(n for n in arms if n.startswith("contextrast"))][0](x)
         logits, embs = out["logits"].detach(), [e.detach() for e in out["embeddings"]]
         def loss_step(model, loss, opt, x, y):
             l, es = logits.clone().requires_grad_(), [e.clone().requires_grad_() for e in embs]
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
                 total = loss(l, es, y)["total"]
-            total.backward()
+            total.backward(); sync()
         global step
         step = loss_step
     for n in arms: step(*arms[n], x, y)
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
-        with profile(activities=[ProfilerActivity.CPU]) as prof: step(*arms["contextrast"], x, y)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        gpu = DEVICE.type == "cuda"
+        for name in [n for n in arms if n.startswith("contextrast")][:2 if gpu else 1]:
+            with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else []),
+                         with_stack=gpu) as prof:
+                step(*arms[name], x, y)
+            print(f"--- {name}: the operators that take the most time in one step")
+            key = "self_device_time_total" if gpu else "self_cpu_time_total"
+            print(prof.key_averages().table(sort_by=key, row_limit=30))
+            if gpu:        # where the GPU waits on the host: the lines of this package that launch most
+                print(prof.key_averages(group_by_stack_n=4).table(sort_by="self_cpu_time_total", row_limit=25))
     times = {n: [] for n in arms}
     for _ in range(a.rounds):
         for n in arms:
@@ -113,7 +136,7 @@ def main(argv=None):
     med = {n: statistics.median(v) for n, v in times.items()}
     for n in arms:
         ratios = "".join(f"  to {r} {med[n] / med[r]:.3f}" for r in ("ce", "ce_heads", "heads_backward") if r in med)
-        print(f"{n:26s} {med[n]:.3f} s/step  {BATCH / med[n]:5.1f} images/s{ratios}")
+        print(f"{n:26s} {med[n]:.4f} s/step  {a.batch / med[n]:6.1f} images/s{ratios}")
 
 
 if __name__ == "__main__":
