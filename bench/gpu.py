@@ -15,25 +15,30 @@ estimated cost would pass the budget, given the time already spent, is skipped a
 directories go to `--work` (default: a temporary folder), never into `<out>`.
 
 Sections, in order: environment (device, torch / torchvision / CUDA / cuDNN / NCCL versions), parity
-(the loss and its gradients, CPU against the device, 1e-4), distance (bool and integer multi-label
-maps against scipy, infinities compared, exact), bane (ratios 0.1-0.5: counts and the distance rule
-per class), anchor_memory (device generator, batched draw, AA loss float32 under autocast), precision
-(bf16 and fp16 against fp32, same weights and inputs), fp16_trainer (GradScaler, a skipped step),
-resume (6 iterations straight against 3 + resume + 3), evaluation (sliding-window and multi-scale +
-flip, device against CPU), peers (contextrast_pp, contrastiveseg, region_contrast, multiscale_contrast
-in the trainer), distributed (a one-rank NCCL group: all_reduce forward and backward of the anchors'
-sums, all_gather_object), syncs (host syncs of a loss step: dispatch count and CUDA's sync debug
-mode), determinism (two identical runs), cost (step time and peak memory: cross-entropy on the plain
-network, without projection heads, against CE with heads, the heads run backward with no contrastive
-term, Contextrast and Contextrast++), camvid (a 300-iteration bf16 run and its validation mIoU).
+(the loss and its gradients, CPU against the device, 1e-4), distance (bool and integer multi-label maps
+against scipy, infinities compared, exact), bane (ratios 0.1-0.5: counts and the distance rule per
+class), anchor_memory (device generator, batched draw, AA loss float32 under autocast), precision (bf16
+and fp16 against fp32, same weights and inputs), fp16_trainer (GradScaler, a skipped step), resume (the
+whole state at the resume point bit for bit; 6 iterations straight against 3 + resume + 3), evaluation
+(sliding-window and multi-scale + flip, device against CPU), peers (contextrast_pp, contrastiveseg,
+region_contrast, multiscale_contrast in the trainer), distributed (a one-rank NCCL group: all_reduce
+forward and backward of the anchors' sums, all_gather_object), syncs (host syncs of a loss step:
+dispatch count and CUDA's sync debug mode), determinism (two identical runs), cost (step time and peak
+memory: cross-entropy on the plain network, without projection heads, against CE with heads, the heads
+run backward with no contrastive term, Contextrast and Contextrast++), profile (one Contextrast and one
+Contextrast++ loss step: wall time against device time, kernel launches, the operators and functions
+that cost most), camvid (300 bf16 iterations with cross-entropy and with Contextrast: validation mIoU
+and training speed).
 
 What holds on a GPU: the losses are not bit-reproducible there. `scatter_add_` into the anchors' C+1
-bins adds floats with atomics in whatever order the threads arrive, the backward of bilinear
-upsampling does too, and cuDNN picks algorithms by speed; two identical runs differ in the last bits
-(section determinism: gradients within 1e-5 relative), and a resumed run drifts from a straight one
-(section resume: weights within 1e-2 relative after 6 iterations). The CPU keeps every guarantee
-bit-exact. Untested here, with one GPU: multi-GPU runs (NCCL between processes) and SyncBatchNorm across
-GPUs.
+bins adds floats with atomics in whatever order the threads arrive, the backward of bilinear upsampling
+does too, and cuDNN picks algorithms by speed; two identical runs differ in the last bits (section
+determinism: gradients within 1e-5 relative). A resumed run starts from exactly the saved state (section
+resume: bit for bit) and then drifts from a straight one as far as two straight runs drift from each
+other: BANE's negatives follow the argmax, so a difference in the last bits can move an error region,
+and on the CPU a relative 1e-7 change of the weights after 3 of 6 iterations moves a batch-norm bias by
+8 % by the sixth. The CPU keeps every guarantee bit-exact. Untested here, with one GPU: multi-GPU runs
+(NCCL between processes) and SyncBatchNorm across GPUs.
 """
 import argparse, json, os, platform, shutil, sys, tempfile, time, traceback
 from pathlib import Path
@@ -131,7 +136,8 @@ def step_cost(ctx, model_name, arm, size, batch, steps, warmup=2, C=19):
 def cost(ctx):
     "Step time and peak memory of every arm, measured one after the other in this run; ratios against CE without heads."
     cases = ([("deeplabv3_r18_tiny", (64, 64), 2)] if ctx.tiny else
-             [("hrnet_w48", (512, 1024), 2), ("deeplabv3_r101", (512, 1024), 2), ("fpn_r18", (512, 1024), 8)])
+             [("hrnet_w48", (512, 1024), 2), ("deeplabv3_r101", (512, 1024), 2), ("fpn_r18", (512, 1024), 8),
+              ("fpn_efficientnet_lite0", (512, 1024), 8)])
     res = {}
     for name, size, batch in cases:
         if ctx.remaining() < (5 if ctx.tiny else 45): res[name] = "skipped: budget"; continue
@@ -144,6 +150,72 @@ def cost(ctx):
                                       if base["peak_mib"] == base["peak_mib"] else None)}
     res["ok"] = all(all(v["finite"] for k, v in r.items() if isinstance(v, dict) and "finite" in v)
                     for r in res.values() if isinstance(r, dict))
+    return res
+
+
+def _device_us(e):
+    "An event's own time on the device (µs), under either of the profiler's names for it."
+    return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+
+
+def _package_line(e):
+    "The line of this package that called a profiled operator: its nearest Python frame under contextrast/."
+    p = e.cpu_parent
+    while p is not None:
+        if "contextrast/" in p.key and ".py(" in p.key: return p.key[p.key.index("contextrast/"):]
+        p = p.cpu_parent
+    inside = [f for f in (e.stack or []) if "contextrast/" in f]
+    return inside[0][inside[0].index("contextrast/"):] if inside else "(autograd's backward, or outside the package)"
+
+
+def profile(ctx):
+    """Where a Contextrast loss step's time goes: its forward and backward alone on fpn_r18's bf16 outputs at
+    512×1024, batch 8, 19 classes (the cost section's setting), timed, then profiled once. Reports the wall time
+    against the time the device is busy (a step whose device time is far below its wall time waits on the host:
+    operator launches and synchronisations), the operators launched, those that take the device longest, and the
+    functions of this package that launch the most (operators called at top level, and their host time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    dev, gpu = torch.device(ctx.device), checks.cuda(ctx)
+    B, C, D, H, W = (2, 5, 16, 64, 64) if ctx.tiny else (8, 19, 256, 512, 1024)
+    logits, embs, labels = checks.loss_inputs(B, C, D, H, W, device=ctx.device)
+    logits, embs = logits.bfloat16(), [e.bfloat16() for e in embs]           # as the heads give them under autocast
+    res = {"setting": {"batch": B, "classes": C, "embed_dim": D, "size": [H, W]}}
+    for name in ("contextrast", "contextrast_pp"):
+        loss = build_loss(name, C, **({"embed_dim": D} if name == "contextrast_pp" else {})).to(dev)
+
+        def once():
+            x = [t.detach().clone().requires_grad_(True) for t in (logits, *embs)]
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                total = loss(x[0], x[1:], labels)["total"]
+            total.backward()
+            if gpu: torch.cuda.synchronize()
+            return bool(torch.isfinite(total))
+        finite = all(once() for _ in range(2))                                  # warm-up
+        times = []
+        for _ in range(2 if ctx.tiny else 10):
+            t = time.perf_counter(); finite &= once(); times.append(time.perf_counter() - t)
+        with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else []), with_stack=True) as prof:
+            once()
+        events = prof.key_averages()
+        ops = [e for e in events if e.key.startswith("aten::")]
+        device_ms = sum(_device_us(e) for e in events) / 1e3 if gpu else float("nan")
+        launches = sum(e.count for e in events if "LaunchKernel" in e.key)
+        top = sorted(ops, key=(_device_us if gpu else (lambda e: e.self_cpu_time_total)), reverse=True)[:15]
+        lines = {}
+        for e in prof.events():                             # top-level operators, by the function of the package that called them
+            if not e.key.startswith("aten::") or (e.cpu_parent is not None and e.cpu_parent.key.startswith("aten::")): continue
+            line = _package_line(e)
+            n, ms = lines.get(line, (0, 0.0))
+            lines[line] = (n + 1, ms + e.cpu_time_total / 1e3)
+        res[name] = {"wall_ms": 1e3 * float(np.median(times)), "device_busy_ms": device_ms, "kernel_launches": launches,
+                     "top_level_operators": sum(n for n, _ in lines.values()), "finite": finite,
+                     "top_device_operators": [{"op": e.key, "calls": e.count, "device_ms": _device_us(e) / 1e3,
+                                               "cpu_ms": e.self_cpu_time_total / 1e3} for e in top],
+                     "top_functions": [{"function": k, "operators": n, "cpu_ms": ms}
+                                   for k, (n, ms) in sorted(lines.items(), key=lambda kv: -kv[1][1])[:12]]}
+        del loss
+    res["ok"] = all(res[n]["finite"] and res[n]["top_level_operators"] > 0 for n in ("contextrast", "contextrast_pp"))
     return res
 
 
@@ -166,31 +238,42 @@ class PairedFiles(Dataset):
 
 
 def camvid(ctx):
-    "A bf16 CamVid run (300 iterations; 4 in --tiny), its validation mIoU and speed; the run directory in --work."
+    """Two bf16 CamVid runs, cross-entropy and Contextrast (300 iterations each; 4 in --tiny): validation mIoU and
+    training speed side by side; the run directories in --work."""
     from contextrast.trainer import Trainer
     if not ctx.camvid or not Path(ctx.camvid).is_dir():
         return {"status_note": f"no CamVid pack at {ctx.camvid!r}: run ../shared/tools/pack_camvid_for_device.py", "ok": True,
                 "skipped": True}
     crop = (64, 80) if ctx.tiny else (360, 480)
-    cfg = Config(dataset="camvid", model="deeplabv3_r18_tiny" if ctx.tiny else "deeplabv3_r18", embed_dim=16 if ctx.tiny else 256,
-                 iterations=4 if ctx.tiny else 300, batch_size=2 if ctx.tiny else 16, crop_size=crop, lr=0.02, amp="bf16",
-                 val_interval=0, val_size=4 if ctx.tiny else 0, val_batch_size=1 if ctx.tiny else 8,
-                 workers=0 if ctx.tiny else 8, threads=0, device=ctx.device, out_dir=str(ctx.work / "camvid_run"),
-                 max_samples=64 if ctx.tiny else 1024, checkpoint_interval=1000)
-    t = time.perf_counter()
-    trainer = Trainer(cfg, train_set=PairedFiles(ctx.camvid, "train", train_transform(crop)),
-                      val_set=PairedFiles(ctx.camvid, "val", eval_transform()), progress=False, verbose=False)
-    result = trainer.fit()
-    return {"iterations": cfg.iterations, "seconds": time.perf_counter() - t, "val_miou": float(result["final"]["miou"]),
-            "val_images": len(trainer.val_set), "model": cfg.model, "ok": True}
+    res = {}
+    for loss in ("ce", "contextrast"):
+        if not ctx.tiny and ctx.remaining() < 45: res[loss] = "skipped: budget"; continue
+        cfg = Config(dataset="camvid", model="deeplabv3_r18_tiny" if ctx.tiny else "deeplabv3_r18", loss=loss,
+                     embed_dim=16 if ctx.tiny else 256, iterations=4 if ctx.tiny else 300, batch_size=2 if ctx.tiny else 16,
+                     crop_size=crop, lr=0.02, amp="bf16", val_interval=0, val_size=4 if ctx.tiny else 0,
+                     val_batch_size=1 if ctx.tiny else 8, workers=0 if ctx.tiny else 8, threads=0, device=ctx.device,
+                     out_dir=str(ctx.work / f"camvid_{loss}"), max_samples=64 if ctx.tiny else 1024, checkpoint_interval=1000)
+        t = time.perf_counter()
+        trainer = Trainer(cfg, train_set=PairedFiles(ctx.camvid, "train", train_transform(crop)),
+                          val_set=PairedFiles(ctx.camvid, "val", eval_transform()), progress=False, verbose=False)
+        result = trainer.fit()
+        res[loss] = {"iterations": cfg.iterations, "seconds": time.perf_counter() - t, "train_seconds": trainer.train_seconds,
+                     "train_images_per_s": cfg.iterations * cfg.batch_size / max(trainer.train_seconds, 1e-9),
+                     "val_miou": float(result["final"]["miou"]), "val_images": len(trainer.val_set), "model": cfg.model}
+    if all(isinstance(res[k], dict) for k in ("ce", "contextrast")):
+        res["contextrast_to_ce_train_time"] = res["contextrast"]["train_seconds"] / res["ce"]["train_seconds"]
+    res["ok"] = isinstance(res.get("ce"), dict) and all(r["val_miou"] == r["val_miou"] for r in res.values() if isinstance(r, dict))
+    return res
 
 
 # (name, function, estimated seconds on one H100 for the full sizes)
-SECTIONS = [("environment", environment, 2), ("parity", checks.parity, 6), ("distance", checks.distance, 8),
-            ("bane", checks.bane, 4), ("anchor_memory", checks.anchor_memory, 2), ("precision", checks.precision, 10),
-            ("fp16_trainer", checks.fp16_trainer, 10), ("resume", checks.resume, 20), ("evaluation", checks.evaluation, 6),
-            ("peers", checks.peers, 25), ("distributed", checks.distributed, 6), ("syncs", checks.syncs, 15),
-            ("determinism", checks.determinism, 6), ("cost", cost, 90), ("camvid", camvid, 110)]
+# (name, function, estimated seconds on one H100 for the full sizes: twice what the first H100 run took,
+# 2026-12-06, where all sections together took 80 s)
+SECTIONS = [("environment", environment, 2), ("parity", checks.parity, 4), ("distance", checks.distance, 4),
+            ("bane", checks.bane, 2), ("anchor_memory", checks.anchor_memory, 2), ("precision", checks.precision, 5),
+            ("fp16_trainer", checks.fp16_trainer, 5), ("resume", checks.resume, 15), ("evaluation", checks.evaluation, 4),
+            ("peers", checks.peers, 6), ("distributed", checks.distributed, 3), ("syncs", checks.syncs, 10),
+            ("determinism", checks.determinism, 2), ("cost", cost, 75), ("profile", profile, 20), ("camvid", camvid, 130)]
 
 
 def write(path, res):

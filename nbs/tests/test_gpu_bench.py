@@ -28,6 +28,12 @@ def test_gpu_bench_runs_every_section_on_a_cpu(tmp_path):
     assert r.stdout.count(": ok (") >= 10
     assert sections["parity"]["loss_rel_diff"] == 0.0                         # the CPU against itself
     assert sections["resume"]["bitwise"] and sections["determinism"]["bitwise"]
+    assert sections["resume"]["state_at_resume_identical"] and sections["resume"]["max_rel_weight_diff_two_straight_runs"] == 0.0
+    assert sections["distributed"]["all_gather_object_returns_what_was_sent"]
+    for loss in ("contextrast", "contextrast_pp"):
+        prof = sections["profile"][loss]
+        assert prof["top_level_operators"] > 100 and prof["top_device_operators"]
+        assert any("distance.py" in f["function"] for f in prof["top_functions"]), prof["top_functions"]
     assert sections["distance"]["multilabel"]["infinite"] > 0 and sections["distance"]["multilabel"]["same_infinities"]
     assert sections["syncs"]["contextrast"]["dispatch"] <= 8 and sections["syncs"]["contextrast_pp"]["dispatch"] <= 10
     assert sections["distributed"]["backend"] == "gloo"
@@ -40,9 +46,28 @@ def test_gpu_bench_runs_every_section_on_a_cpu(tmp_path):
 def test_gpu_bench_budget_skips_what_would_not_fit(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--out", str(tmp_path),
-                        "--budget", "30", "--only", "environment", "cost", "camvid"],     # 2 s fits; 90 and 110 never do
+                        "--budget", "30", "--only", "environment", "cost", "camvid"],     # 2 s fits; 75 and 130 never do
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     res = json.loads((tmp_path / "gpu.json").read_text())["sections"]
     assert res["environment"]["status"] == "ok", r.stderr[-2000:]
     assert res["environment"]["contextrast"] == str(ROOT / "contextrast")       # this checkout, not an installed copy
     assert res["cost"]["status"] == "skipped" and res["camvid"]["status"] == "skipped" and "budget" in res["cost"]["reason"]
+
+
+def test_resume_check_fails_when_a_random_state_is_not_restored(tmp_path, monkeypatch):
+    "The resume section compares the whole state at the resume point: a trainer that forgets the random states fails it."
+    from types import SimpleNamespace
+    monkeypatch.syspath_prepend(str(ROOT / "bench")); monkeypatch.syspath_prepend(str(ROOT))
+    import gpu_checks
+    import contextrast.trainer as trainer
+    ctx = SimpleNamespace(device="cpu", tiny=True, work=tmp_path)
+    assert gpu_checks.resume(ctx)["ok"]
+    monkeypatch.setattr(trainer, "set_rng_state", lambda state: None)
+    res = gpu_checks.resume(SimpleNamespace(device="cpu", tiny=True, work=tmp_path / "broken"))
+    assert not res["ok"] and any(k.startswith("rng.") for k in res["state_at_resume_differs_in"]), res
+    assert gpu_checks.state_differences({"a": [1, torch_tensor()]}, {"a": [1, torch_tensor(1.0)]}) == ["a.1"]
+
+
+def torch_tensor(v=0.0):
+    import torch
+    return torch.tensor([v])
