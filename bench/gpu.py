@@ -199,7 +199,8 @@ def profile(ctx):
             once()
         events = prof.key_averages()
         ops = [e for e in events if e.key.startswith("aten::")]
-        device_ms = sum(_device_us(e) for e in events) / 1e3 if gpu else float("nan")
+        kernels = [e for e in prof.events() if e.device_type != torch.autograd.DeviceType.CPU]   # what ran on the GPU
+        device_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3 if gpu else float("nan")
         launches = sum(e.count for e in events if "LaunchKernel" in e.key)
         top = sorted(ops, key=(_device_us if gpu else (lambda e: e.self_cpu_time_total)), reverse=True)[:15]
         lines = {}
@@ -208,7 +209,8 @@ def profile(ctx):
             line = _package_line(e)
             n, ms = lines.get(line, (0, 0.0))
             lines[line] = (n + 1, ms + e.cpu_time_total / 1e3)
-        res[name] = {"wall_ms": 1e3 * float(np.median(times)), "device_busy_ms": device_ms, "kernel_launches": launches,
+        res[name] = {"wall_ms": 1e3 * float(np.median(times)), "device_busy_ms": device_ms, "kernels_run": len(kernels),
+                     "kernel_launches": launches,
                      "top_level_operators": sum(n for n, _ in lines.values()), "finite": finite,
                      "top_device_operators": [{"op": e.key, "calls": e.count, "device_ms": _device_us(e) / 1e3,
                                                "cpu_ms": e.self_cpu_time_total / 1e3} for e in top],
