@@ -158,8 +158,8 @@ def _device_us(e):
     return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
 
 
-def _package_line(e):
-    "The line of this package that called a profiled operator: its nearest Python frame under contextrast/."
+def _package_function(e):
+    "The function of this package that called a profiled operator (`contextrast/file.py(line of its def): name`)."
     p = e.cpu_parent
     while p is not None:
         if "contextrast/" in p.key and ".py(" in p.key: return p.key[p.key.index("contextrast/"):]
@@ -169,8 +169,9 @@ def _package_line(e):
 
 
 def profile(ctx):
-    """Where a Contextrast loss step's time goes: its forward and backward alone on fpn_r18's bf16 outputs at
-    512×1024, batch 8, 19 classes (the cost section's setting), timed, then profiled once. Reports the wall time
+    """Where a Contextrast loss step's time goes: its forward and backward alone, on bf16 logits and embeddings
+    of the shapes fpn_r18 gives at 512×1024, batch 8, 19 classes (the cost section's setting), timed, then
+    profiled once. Reports the wall time
     against the time the device is busy (a step whose device time is far below its wall time waits on the host:
     operator launches and synchronisations), the operators launched, those that take the device longest, and the
     functions of this package that launch the most (operators called at top level, and their host time)."""
@@ -203,19 +204,19 @@ def profile(ctx):
         device_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3 if gpu else float("nan")
         launches = sum(e.count for e in events if "LaunchKernel" in e.key)
         top = sorted(ops, key=(_device_us if gpu else (lambda e: e.self_cpu_time_total)), reverse=True)[:15]
-        lines = {}
+        functions = {}
         for e in prof.events():                             # top-level operators, by the function of the package that called them
             if not e.key.startswith("aten::") or (e.cpu_parent is not None and e.cpu_parent.key.startswith("aten::")): continue
-            line = _package_line(e)
-            n, ms = lines.get(line, (0, 0.0))
-            lines[line] = (n + 1, ms + e.cpu_time_total / 1e3)
+            fn = _package_function(e)
+            n, ms = functions.get(fn, (0, 0.0))
+            functions[fn] = (n + 1, ms + e.cpu_time_total / 1e3)
         res[name] = {"wall_ms": 1e3 * float(np.median(times)), "device_busy_ms": device_ms, "kernels_run": len(kernels),
                      "kernel_launches": launches,
-                     "top_level_operators": sum(n for n, _ in lines.values()), "finite": finite,
+                     "top_level_operators": sum(n for n, _ in functions.values()), "finite": finite,
                      "top_device_operators": [{"op": e.key, "calls": e.count, "device_ms": _device_us(e) / 1e3,
                                                "cpu_ms": e.self_cpu_time_total / 1e3} for e in top],
                      "top_functions": [{"function": k, "operators": n, "cpu_ms": ms}
-                                   for k, (n, ms) in sorted(lines.items(), key=lambda kv: -kv[1][1])[:12]]}
+                                   for k, (n, ms) in sorted(functions.items(), key=lambda kv: -kv[1][1])[:12]]}
         del loss
     res["ok"] = all(res[n]["finite"] and res[n]["top_level_operators"] > 0 for n in ("contextrast", "contextrast_pp"))
     return res
