@@ -259,7 +259,7 @@ def resume(ctx):
     saved = half.state_dict()
     resumed = Trainer.resume(path, progress=False, verbose=False)
     loaded = resumed.state_dict()
-    differ = [k for k in state_differences(saved, loaded) if not k.startswith("config.out_dir")]
+    differ = state_differences(saved, loaded)
     resumed.fit()
     nudged = Trainer(tiny_config(ctx, ctx.work / "nudged"), progress=False, verbose=False)   # how chaotic 3 iterations are
     nudged.fit(until=3)

@@ -1,4 +1,4 @@
-"""CPU cost of a training step at the CamVid study's setting, per loss, measured side by side in one process.
+"""Cost of a training step per loss, measured side by side in one process: by default on one CPU thread at the CamVid study's setting.
 
     python bench/loss_step.py [--rounds 3] [--steps 2] [--profile] [--model fpn_r18]
     python bench/loss_step.py --device cuda --size 512 1024 --classes 19 --profile      # a GPU at Cityscapes' size
