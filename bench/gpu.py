@@ -54,6 +54,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
 import gpu_checks as checks  # noqa: E402
+import profiling  # noqa: E402
 from contextrast.config import Config  # noqa: E402
 from contextrast.data import CamVid, eval_transform, read_image, read_label, train_transform  # noqa: E402
 from contextrast.loss import build_loss  # noqa: E402
@@ -153,21 +154,6 @@ def cost(ctx):
     return res
 
 
-def _device_us(e):
-    "An event's own time on the device (µs), under either of the profiler's names for it."
-    return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
-
-
-def _package_function(e):
-    "The function of this package that called a profiled operator (`contextrast/file.py(line of its def): name`)."
-    p = e.cpu_parent
-    while p is not None:
-        if "contextrast/" in p.key and ".py(" in p.key: return p.key[p.key.index("contextrast/"):]
-        p = p.cpu_parent
-    inside = [f for f in (e.stack or []) if "contextrast/" in f]
-    return inside[0][inside[0].index("contextrast/"):] if inside else "(autograd's backward, or outside the package)"
-
-
 def profile(ctx):
     """Where a Contextrast loss step's time goes: its forward and backward alone, on bf16 logits and embeddings
     of the shapes fpn_r18 gives at 512×1024, batch 8, 19 classes (the cost section's setting), timed, then
@@ -186,10 +172,7 @@ def profile(ctx):
         loss = build_loss(name, C, **({"embed_dim": D} if name == "contextrast_pp" else {})).to(dev)
 
         def once():
-            x = [t.detach().clone().requires_grad_(True) for t in (logits, *embs)]
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
-                total = loss(x[0], x[1:], labels)["total"]
-            total.backward()
+            total, _ = checks.loss_grads(loss, logits, embs, labels, autocast=torch.bfloat16)
             if gpu: torch.cuda.synchronize()
             return bool(torch.isfinite(total))
         finite = all(once() for _ in range(2))                                  # warm-up
@@ -198,25 +181,7 @@ def profile(ctx):
             t = time.perf_counter(); finite &= once(); times.append(time.perf_counter() - t)
         with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else []), with_stack=True) as prof:
             once()
-        events = prof.key_averages()
-        ops = [e for e in events if e.key.startswith("aten::")]
-        kernels = [e for e in prof.events() if e.device_type != torch.autograd.DeviceType.CPU]   # what ran on the GPU
-        device_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3 if gpu else float("nan")
-        launches = sum(e.count for e in events if "LaunchKernel" in e.key)
-        top = sorted(ops, key=(_device_us if gpu else (lambda e: e.self_cpu_time_total)), reverse=True)[:15]
-        functions = {}
-        for e in prof.events():                             # top-level operators, by the function of the package that called them
-            if not e.key.startswith("aten::") or (e.cpu_parent is not None and e.cpu_parent.key.startswith("aten::")): continue
-            fn = _package_function(e)
-            n, ms = functions.get(fn, (0, 0.0))
-            functions[fn] = (n + 1, ms + e.cpu_time_total / 1e3)
-        res[name] = {"wall_ms": 1e3 * float(np.median(times)), "device_busy_ms": device_ms, "kernels_run": len(kernels),
-                     "kernel_launches": launches,
-                     "top_level_operators": sum(n for n, _ in functions.values()), "finite": finite,
-                     "top_device_operators": [{"op": e.key, "calls": e.count, "device_ms": _device_us(e) / 1e3,
-                                               "cpu_ms": e.self_cpu_time_total / 1e3} for e in top],
-                     "top_functions": [{"function": k, "operators": n, "cpu_ms": ms}
-                                   for k, (n, ms) in sorted(functions.items(), key=lambda kv: -kv[1][1])[:12]]}
+        res[name] = {"wall_ms": 1e3 * float(np.median(times)), "finite": finite, **profiling.summarise(prof, gpu)}
         del loss
     res["ok"] = all(res[n]["finite"] and res[n]["top_level_operators"] > 0 for n in ("contextrast", "contextrast_pp"))
     return res

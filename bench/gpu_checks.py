@@ -44,10 +44,11 @@ def rel(a, b):
     return float((a - b).abs().max() / a.abs().max().clamp(min=1e-12)) if a.numel() else 0.0
 
 
-def loss_grads(loss, logits, embs, labels, generator=None):
-    "The loss's total and its gradients with respect to the logits and embeddings."
+def loss_grads(loss, logits, embs, labels, generator=None, autocast=None):
+    "The loss's total and its gradients with respect to the logits and embeddings (under `autocast`, a dtype, if given)."
     x = [t.detach().clone().requires_grad_(True) for t in (logits, *embs)]
-    r = loss(x[0], x[1:], labels, generator=generator) if generator is not None else loss(x[0], x[1:], labels)
+    with torch.autocast(x[0].device.type, dtype=autocast, enabled=autocast is not None):
+        r = loss(x[0], x[1:], labels, generator=generator) if generator is not None else loss(x[0], x[1:], labels)
     r["total"].backward()
     return r["total"].detach(), [t.grad for t in x]
 

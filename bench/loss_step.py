@@ -14,7 +14,9 @@ heads pays) and under `contextrast` and `contextrast_pp`. `--device cuda`, `--si
 The arms alternate `--rounds` times, `--steps` steps each after one warm-up step each, on the same
 batch (labels: smooth random regions); the ratios to `ce` are taken from medians within this run.
 `--loss-only` times the loss's forward and backward alone, on the network's bf16 outputs for that batch
-(more repeats for the same time: the part the losses differ in). `--profile` prints the operators that take the most time in one Contextrast step. `--base COMMIT` adds
+(more repeats for the same time: the part the losses differ in). `--profile` prints where one Contextrast
+step's time goes (`bench/profiling.py`: device and host time, kernel launches, the costliest operators and
+the functions of the package that launch the most). `--base COMMIT` adds
 the loss arms with the package of git commit COMMIT (the same networks): before and after in one run.
 """
 import argparse, statistics, subprocess, sys, tempfile, time
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import profiling  # noqa: E402
 from contextrast.loss import build_loss  # noqa: E402
 from contextrast.models import build_model, build_network  # noqa: E402
 from gpu import HeadsBackward  # noqa: E402  (bench/, this script's folder, is on sys.path)
@@ -121,13 +124,10 @@ def main(argv=None):
         gpu = DEVICE.type == "cuda"
         for name in [n for n in arms if n.startswith("contextrast")][:2 if gpu else 1]:
             with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else []),
-                         with_stack=gpu) as prof:
+                         with_stack=True) as prof:
                 step(*arms[name], x, y)
-            print(f"--- {name}: the operators that take the most time in one step")
-            key = "self_device_time_total" if gpu else "self_cpu_time_total"
-            print(prof.key_averages().table(sort_by=key, row_limit=30))
-            if gpu:        # where the GPU waits on the host: the lines of this package that launch most
-                print(prof.key_averages(group_by_stack_n=4).table(sort_by="self_cpu_time_total", row_limit=25))
+            print(f"--- {name}: one {'loss' if a.loss_only else 'training'} step")
+            profiling.show(profiling.summarise(prof, gpu, operators=25, functions=20))
     times = {n: [] for n in arms}
     for _ in range(a.rounds):
         for n in arms:
