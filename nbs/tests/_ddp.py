@@ -1,8 +1,9 @@
-"""What the two-process (gloo) tests share: a free local port and the process-group start."""
+"""What the two-process (gloo) tests share: a free local port, the process-group start and the two processes' run."""
 import os
 import socket
 
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 
 def free_port() -> int:
@@ -22,3 +23,11 @@ def init_gloo(rank: int, world: int, port: int):
     "Join a CPU process group of `world` processes on `port`."
     torchrun_env(rank, world, port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def run_two_ranks(worker, *args) -> dict:
+    "Run `worker(rank, 2, port, *args, result)` as ranks 0 and 1 of a fresh port; what they put into `result`, a shared dict."
+    with mp.Manager() as manager:
+        result = manager.dict()
+        mp.spawn(worker, args=(2, free_port(), *args, result), nprocs=2, join=True)
+        return dict(result)

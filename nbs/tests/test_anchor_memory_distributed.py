@@ -2,13 +2,12 @@
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from contextrast.anchors import class_anchors
 from contextrast.anchor_memory import AnchorMemory, class_prioritised_anchors
 
-from _ddp import free_port, init_gloo
+from _ddp import init_gloo, run_two_ranks
 
 C, B, D, H, W, STEPS = 4, 4, 8, 8, 8, 5
 
@@ -37,10 +36,8 @@ def _worker(rank, world, port, out):
 
 def test_two_ranks_hold_the_memory_of_the_global_batches():
     whole = _memory()
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
-        states = [out[r] for r in range(2)]
+    out = run_two_ranks(_worker)
+    states = [out[r] for r in range(2)]
     for state in states:
         assert torch.equal(state["filled"], whole["filled"]) and torch.equal(state["head"], whole["head"])
         torch.testing.assert_close(state["queue"], whole["queue"], rtol=0, atol=1e-6)

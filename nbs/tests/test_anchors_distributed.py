@@ -2,12 +2,11 @@
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from contextrast.anchors import class_anchors
 
-from _ddp import free_port, init_gloo
+from _ddp import init_gloo, run_two_ranks
 
 C, B, D, H, W = 5, 4, 8, 12, 12
 
@@ -47,10 +46,8 @@ def test_two_ranks_hold_the_global_anchors_and_gradients():
     A, present, counts = class_anchors(e_full, labels, C)
     _loss(A, present, weights).backward()
 
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
-        results = [out[r] for r in range(2)]
+    out = run_two_ranks(_worker)
+    results = [out[r] for r in range(2)]
     for rank, (A_r, present_r, counts_r, grad_r) in enumerate(results):
         assert torch.equal(present_r, present) and not present[-1]
         assert torch.equal(counts_r, counts)

@@ -3,13 +3,12 @@
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from contextrast.anchors import class_anchors
 from contextrast.baselines import ContrastiveSegLoss, RegionContrastLoss
 
-from _ddp import free_port, init_gloo
+from _ddp import init_gloo, run_two_ranks
 
 C, B, D, H = 4, 4, 8, 16
 
@@ -52,10 +51,8 @@ def _rows(t):
 
 
 def test_two_ranks_hold_the_same_banks_and_centres():
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
-        results = [out[r] for r in range(2)]
+    out = run_two_ranks(_worker)
+    results = [out[r] for r in range(2)]
     (seg0, reg0), (seg1, reg1) = results
     for k in seg0: assert torch.equal(seg0[k], seg1[k]), k
     for k in reg0: assert torch.equal(reg0[k], reg1[k]), k

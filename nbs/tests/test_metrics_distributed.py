@@ -2,11 +2,10 @@
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from contextrast.metrics import BoundaryIoU, ConfusionMatrix, InstanceIoU, ObjectScaleIoU
 
-from _ddp import free_port, init_gloo
+from _ddp import init_gloo, run_two_ranks
 
 C, B, H, W = 19, 4, 24, 32
 
@@ -49,10 +48,8 @@ def _worker(rank, world, port, out):
 
 def test_two_ranks_hold_the_single_process_counts():
     whole = _update(_metrics(), *_batch())
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
-        results = [out[r] for r in range(2)]
+    out = run_two_ranks(_worker)
+    results = [out[r] for r in range(2)]
     for states in results:
         for m, state in zip(whole, states):
             for want, got in zip(m.state, state):

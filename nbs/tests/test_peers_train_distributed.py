@@ -4,7 +4,6 @@ import os
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from contextrast.config import Config
@@ -12,7 +11,7 @@ from contextrast.distributed import AllReduceBatchNorm
 from contextrast.runlog import read_log
 from contextrast.trainer import Trainer
 
-from _ddp import free_port, torchrun_env
+from _ddp import torchrun_env, run_two_ranks
 
 LOSSES = ("contrastiveseg", "region_contrast")
 
@@ -58,10 +57,7 @@ def _worker(rank, world, port, out_dir, result):
 
 
 def test_peers_with_features_stay_identical_on_two_ranks(tmp_path):
-    with mp.Manager() as manager:
-        result = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "ddp"), result), nprocs=2, join=True)
-        result = dict(result)
+    result = run_two_ranks(_worker, str(tmp_path / "ddp"))
     for loss in LOSSES:
         (model0, crit0, start, bns), (model1, crit1, _, _) = result[(loss, 0)], result[(loss, 1)]
         for k in model0: assert torch.equal(model0[k], model1[k]), (loss, k)

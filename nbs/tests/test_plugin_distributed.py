@@ -4,7 +4,6 @@ the statistics of the whole batch, so both keep the same weights and statistics.
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -14,7 +13,7 @@ from contextrast.distributed import sync_batchnorm
 from contextrast.plugin import Contextrast
 from contextrast.toys import ToyScenes
 
-from _ddp import free_port, init_gloo
+from _ddp import init_gloo, run_two_ranks
 
 B, STEPS, STAGES = 4, 3, ["stage1", "stage2", "stage3", "stage4"]
 
@@ -65,10 +64,8 @@ def _worker(rank, world, port, out):
 
 
 def test_two_processes_keep_the_same_weights():
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
-        r0, r1 = out[0], out[1]
+    out = run_two_ranks(_worker)
+    r0, r1 = out[0], out[1]
     # each process's own gradient differs (half a batch each); the averaged one is their mean
     assert any(not torch.equal(a, b) for a, b in zip(r0["local"], r1["local"]))
     for a, b, m0, m1 in zip(r0["local"], r1["local"], r0["averaged"], r1["averaged"]):

@@ -4,7 +4,6 @@ import os
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from contextrast.models import build_model
@@ -12,7 +11,7 @@ from contextrast.checkpoint import read_checkpoint
 from contextrast.config import Config
 from contextrast.trainer import Trainer
 
-from _ddp import free_port, torchrun_env
+from _ddp import torchrun_env, run_two_ranks
 
 LOSSES = ("ce", "contextrast", "contextrast_pp")
 
@@ -82,10 +81,7 @@ def _worker(rank, world, port, out_dir, result):
 
 
 def test_two_processes_match_one_on_the_global_batch(tmp_path):
-    with mp.Manager() as manager:
-        result = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "ddp"), result), nprocs=2, join=True)
-        result = dict(result)
+    result = run_two_ranks(_worker, str(tmp_path / "ddp"))
     for loss in LOSSES:
         ranks = result[(loss, 0)], result[(loss, 1)]
         for k in ranks[0]:               # DDP applies the same averaged gradient everywhere: identical weights
