@@ -149,16 +149,20 @@ def _ms(v) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
 
-def summarize(study_dir, mode: str = "default", n_boot: int = 2000) -> list[dict]:
-    """Per arm: seeds, mIoU and B-mIoU@5 mean ± std, and against the reference the paired difference over the seeds
-    both have (`paired` of them: arms may have seeds of their own; mean ± std, wins) with its `paired_interval`
-    (seeds and images) and the image-only interval."""
+def summarize(study_dir, mode: str = "default", n_boot: int = 2000, reference: str | None = None,
+              arms=None) -> list[dict]:
+    """Per arm: seeds, mIoU and B-mIoU@5 mean ± std, and against the reference (the study's, or `reference`: any of
+    its arms, e.g. the method an ablation varies) the paired difference over the seeds both have (`paired` of
+    them: arms may have seeds of their own; mean ± std, wins) with its `paired_interval` (seeds and images) and
+    the image-only interval. `arms`: the arms to list, in that order (default: the study's)."""
     study = json.loads((Path(study_dir) / "study.json").read_text())
     rows = [r for r in read_runs(study_dir) if r["mode"] == mode]
-    ref = study["reference"]
+    ref = reference or study["reference"]
+    for a in [ref, *(arms or ())]:
+        if a not in study["arms"]: raise ValueError(f"{study_dir}: no arm {a!r} in the study (arms: {', '.join(study['arms'])})")
     ref_seeds = {int(r["seed"]) for r in rows if r["arm"] == ref}
     out = []
-    for a in study["arms"]:
+    for a in arms or study["arms"]:
         mine = {int(r["seed"]): r for r in rows if r["arm"] == a}
         if not mine: continue
         m, m_sd = _ms([float(mine[s]["miou"]) for s in sorted(mine)])
