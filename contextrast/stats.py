@@ -185,13 +185,14 @@ def summary_table(rows, reference: str = "ce") -> str:
     that only one of the two arms has."""
     pct = lambda x: "    -" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.2f}"
     iv = lambda lo, hi: "       -        " if math.isnan(lo) else f"[{100 * lo:+6.2f}, {100 * hi:+6.2f}]"
-    lines = [f"{'arm':20s} seeds   mIoU ± std     B-mIoU@5 ± std   Δ vs {reference} ± std (wins)   "
+    head = f"Δ vs {reference} ± std (wins)"
+    lines = [f"{'arm':20s} seeds   mIoU ± std     B-mIoU@5 ± std   {head}   "
              f"95 % seeds+images  images only       seeds for ≠ 0"]
     for r in rows:
         if "diff" in r:
             need = "-" if r["needed"] is None else str(r["needed"])
-            delta = (f"{100 * r['diff']:+6.2f} ± {pct(r['diff_std'])} ({r['wins']}/{r.get('paired', r['seeds'])})   "
-                     f"{iv(r['lo'], r['hi'])}  {iv(r['img_lo'], r['img_hi'])}  {need:>3}")
+            gap = f"{100 * r['diff']:+6.2f} ± {pct(r['diff_std'])} ({r['wins']}/{r.get('paired', r['seeds'])})"
+            delta = f"{gap:{len(head)}s}   {iv(r['lo'], r['hi'])}  {iv(r['img_lo'], r['img_hi'])}  {need:>3}"
         else: delta = "reference" if r["arm"] == reference else f"no seed shared with {reference}"
         lines.append(f"{r['arm']:20s} {r['seeds']:5d}   {pct(r['miou'])} ± {pct(r['miou_std'])}   "
                      f"{pct(r['b_miou_5'])} ± {pct(r['b_miou_5_std'])}    {delta}")
