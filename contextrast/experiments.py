@@ -55,15 +55,16 @@ class Study:
         the first N of each arm's seeds; `seeds` a list: those of each arm's seeds. A seed outside the study is an
         error (its row would enter the study's summaries): one that an arm named in `arms` lacks, or, with every
         arm, one that no arm has."""
+        picked = list(arms or self.arms)
         if seeds is None or isinstance(seeds, int):
-            return [(a, int(s)) for a in (arms or self.arms) for s in self.seeds_of(a)[:seeds]]
+            return [(a, int(s)) for a in picked for s in self.seeds_of(a)[:seeds]]
         seeds = [int(s) for s in seeds]
         for s in seeds:
-            lack = [a for a in (arms or self.arms) if s not in self.seeds_of(a)]
+            lack = [a for a in picked if s not in self.seeds_of(a)]
             if lack and (arms or len(lack) == len(self.arms)):
                 raise ValueError(f"seed {s} is not one of {lack[0]}'s seeds in study {self.name} "
                                  f"({', '.join(map(str, self.seeds_of(lack[0])))}): add it to the study's seeds first")
-        return [(a, s) for a in (arms or self.arms) for s in seeds if s in self.seeds_of(a)]
+        return [(a, s) for a in picked for s in seeds if s in self.seeds_of(a)]
 
     def plan(self) -> str:
         "The study's runs in words: `arms × seeds`, or the seeds of each group of arms."

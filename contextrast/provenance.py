@@ -189,8 +189,8 @@ def check_study(study: Study, out="results", mode: str = "default") -> list[str]
     dest = Path(out) / study.name
     if not (dest / "runs.csv").exists(): return [f"{dest / 'runs.csv'} does not exist: run contextrast_study {study.name}"]
     rows = [r for r in read_runs(dest) if r["mode"] == mode]
-    have, plan = {(r["arm"], int(r["seed"])) for r in rows}, set(study.runs())
-    problems = [f"missing: arm {a} seed {s}" for a, s in study.runs() if (a, s) not in have]
+    have, plan = {(r["arm"], int(r["seed"])) for r in rows}, study.runs()
+    problems = [f"missing: arm {a} seed {s}" for a, s in plan if (a, s) not in have]
     problems += [f"not in the study: arm {r['arm']} seed {r['seed']}, a row its summaries would count"
                  for r in rows if (r["arm"], int(r["seed"])) not in plan]
     known, now, changes, eqs = read_code(dest), code_units(), {}, read_equivalences(dest)
